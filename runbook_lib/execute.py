@@ -1,0 +1,277 @@
+"""Executing a plan: the one place that changes the database.
+
+The recipe: one FK per transaction; inside it ``lock_timeout`` and a single atomic
+``ALTER TABLE … DROP CONSTRAINT fk, ADD CONSTRAINT fk … NOT VALID`` (plus the comment the drop would
+lose); on SQLSTATE 55P03 roll back, back off and retry; then ``VALIDATE CONSTRAINT`` in a transaction of
+its own. An FK that cannot be changed is left exactly as it was and reported; the others go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from . import logger, render
+from .catalog import ForeignKey, read_one
+from .errors import ApplyError, PreflightFailed
+from .plan import Plan, PlanItem
+
+# Two runs of the runbook against one database must never overlap: one advisory lock key for all.
+ADVISORY_LOCK_KEY = 0x6361736361646501
+MAX_BACKOFF_SECONDS = 30.0
+
+Connector = Callable[[], psycopg.Connection[Any]]
+
+
+@dataclass
+class StepResult:
+    constraint: str
+    direction: str
+    status: str  # applied | already | failed
+    attempts: int = 0
+    lock_waits: int = 0
+    swap_ms: float = 0.0
+    validate_ms: float = 0.0
+    validated: bool | None = None
+    error: str | None = None
+    sqlstate: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lock_holder(conn: psycopg.Connection[Any]) -> int | None:
+    row = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid = %s AND objid = %s AND objsubid = 1 AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+        [(ADVISORY_LOCK_KEY >> 32) & 0xFFFFFFFF, ADVISORY_LOCK_KEY & 0xFFFFFFFF],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+@contextmanager
+def run_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Hold the runbook's session advisory lock on ``conn`` (autocommit) for the block."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY]).fetchone()
+    if not row or not row[0]:
+        holder = lock_holder(conn)
+        raise PreflightFailed(
+            f"another runbook run is changing this database (advisory lock held by backend pid {holder})"
+        )
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def check_run_lock_free(conn: psycopg.Connection[Any]) -> None:
+    with run_lock(conn):
+        pass
+
+
+class Journal:
+    """An append-only record, flushed to disk per event, of what the executor did."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self.path is None:
+            return
+        record = {"time": time.time(), "event": event, **fields}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _set_local(conn: psycopg.Connection[Any], name: str, value: str) -> None:
+    conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+class Executor:
+    def __init__(self, connect: Connector, *, lock_timeout_ms: int, attempts: int, backoff: float,
+                 journal: Journal | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._connect = connect
+        self._conn: psycopg.Connection[Any] | None = None
+        self.lock_timeout_ms = lock_timeout_ms
+        self.attempts = attempts
+        self.backoff = backoff
+        self.journal = journal or Journal(None)
+        self.sleep = sleep
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            self._conn.autocommit = True
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+    def _delay(self, attempt: int) -> float:
+        base = min(MAX_BACKOFF_SECONDS, self.backoff * (2 ** (attempt - 1)))
+        return base * random.uniform(0.8, 1.2)
+
+    def _in_transaction(self, result: StepResult, what: str,
+                        body: Callable[[psycopg.Connection[Any]], str | None],
+                        statement_timeout: str | None = None) -> str | None:
+        """Run ``body`` in one transaction under lock_timeout, retrying lock waits with backoff.
+
+        Returns what ``body`` returns; raises ApplyError after the last attempt or on any other error,
+        always with the transaction rolled back (so the FK is as it was).
+        """
+        for attempt in range(1, self.attempts + 1):
+            result.attempts += 1
+            try:
+                conn = self.conn
+                with conn.transaction():
+                    _set_local(conn, "lock_timeout", f"{self.lock_timeout_ms}ms")
+                    if statement_timeout is not None:
+                        _set_local(conn, "statement_timeout", statement_timeout)
+                    return body(conn)
+            except pgerrors.LockNotAvailable as exc:
+                result.lock_waits += 1
+                self.journal.write("lock_timeout", constraint=result.constraint, step=what, attempt=attempt)
+                if attempt == self.attempts:
+                    raise ApplyError(
+                        f"{result.constraint}: {what} gave up after {attempt} attempts: lock not available "
+                        f"within lock_timeout {self.lock_timeout_ms}ms; left unchanged",
+                        constraint=result.constraint, sqlstate=exc.sqlstate) from None
+                delay = self._delay(attempt)
+                logger.info("%s: %s waited %sms for locks (attempt %d), retrying in %.2fs",
+                            result.constraint, what, self.lock_timeout_ms, attempt, delay)
+                self.sleep(delay)
+            except psycopg.OperationalError as exc:
+                # The connection is gone (server restart, terminated backend): the transaction did not
+                # commit, so the FK is as it was; a later FK gets a new connection.
+                if self._conn is not None and not self._conn.closed:
+                    self._conn.close()
+                raise ApplyError(f"{result.constraint}: {what} failed, connection lost: "
+                                 f"{_first_line(exc)}", constraint=result.constraint,
+                                 sqlstate=getattr(exc, "sqlstate", None)) from None
+            except psycopg.Error as exc:
+                raise ApplyError(f"{result.constraint}: {what} failed: {_first_line(exc)}",
+                                 constraint=result.constraint, sqlstate=exc.sqlstate) from None
+        raise AssertionError("unreachable")
+
+    def run_change(self, original: ForeignKey, *, expect: Callable[[ForeignKey], str],
+                   statements: list[sql.Composed], validate: sql.Composed | None,
+                   direction: str, version_num: int) -> StepResult:
+        """One FK: check it is as planned, swap it atomically, then validate it separately."""
+        result = StepResult(constraint=original.key, direction=direction, status="failed")
+        self.journal.write("start", constraint=original.key, direction=direction)
+
+        def swap(conn: psycopg.Connection[Any]) -> str:
+            current = read_one(conn, version_num, original.schema, original.table, original.name)
+            if current is None:
+                raise ApplyError(f"{original.key}: the constraint no longer exists; nothing done",
+                                 constraint=original.key)
+            state = expect(current)
+            if state == "done":
+                return "already"
+            if state != "todo":
+                raise ApplyError(f"{original.key}: changed since it was inspected ({current.definition}); "
+                                 "left as it is", constraint=original.key)
+            for statement in statements:
+                conn.execute(statement)
+            return "applied"
+
+        try:
+            started = time.perf_counter()
+            outcome = self._in_transaction(result, "swap", swap)
+            result.swap_ms = round((time.perf_counter() - started) * 1000, 2)
+            result.status = outcome or "applied"
+            self.journal.write("swapped" if result.status == "applied" else "already", constraint=original.key)
+            if validate is not None:
+                started = time.perf_counter()
+
+                def run_validate(conn: psycopg.Connection[Any]) -> None:
+                    current = read_one(conn, version_num, original.schema, original.table, original.name)
+                    if current is not None and not current.validated:
+                        conn.execute(validate)
+                    return None
+
+                # VALIDATE blocks neither reads nor writes; a statement_timeout would only abort it.
+                self._in_transaction(result, "validate", run_validate, statement_timeout="0")
+                result.validate_ms = round((time.perf_counter() - started) * 1000, 2)
+                result.validated = True
+                self.journal.write("validated", constraint=original.key)
+        except ApplyError as exc:
+            result.error = str(exc)
+            result.sqlstate = exc.sqlstate
+            if result.status != "failed":
+                result.status = "failed"
+            self.journal.write("failed", constraint=original.key, error=str(exc))
+            logger.warning("%s", exc)
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _expect_forward(item: PlanItem) -> Callable[[ForeignKey], str]:
+    def check(current: ForeignKey) -> str:
+        if current.on_delete == item.planned and current.same_shape(item.fk):
+            return "done"
+        if current.definition == item.fk.definition and current.comment == item.fk.comment:
+            return "todo"
+        return "changed"
+    return check
+
+
+def _expect_reverse(item: PlanItem) -> Callable[[ForeignKey], str]:
+    def check(current: ForeignKey) -> str:
+        # Validity is left out on purpose: a swap back whose VALIDATE did not run yet is done but for it.
+        if (current.on_delete == item.fk.on_delete and current.same_shape(item.fk)
+                and current.delete_set_columns == item.fk.delete_set_columns):
+            return "done"
+        if current.on_delete == item.planned and current.same_shape(item.fk):
+            return "todo"
+        return "changed"
+    return check
+
+
+def apply_plan(executor: Executor, plan: Plan) -> list[StepResult]:
+    results = []
+    for item in plan.changes:
+        results.append(executor.run_change(
+            item.fk, expect=_expect_forward(item), statements=item.forward(),
+            validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num))
+    return results
+
+
+def rollback_plan(executor: Executor, plan: Plan) -> list[StepResult]:
+    results = []
+    for item in reversed(plan.changes):
+        results.append(executor.run_change(
+            item.fk, expect=_expect_reverse(item), statements=item.reverse(),
+            validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num))
+    return results
+
+
+def dry_run_statements(plan: Plan) -> list[dict[str, Any]]:
+    """What apply would execute, statement by statement, without executing anything."""
+    rows = []
+    for item in plan.changes:
+        for statement in item.forward():
+            rows.append({"constraint": item.fk.key, "transaction": "swap", "sql": render.text(statement)})
+        validate = item.forward_validate()
+        if validate is not None:
+            rows.append({"constraint": item.fk.key, "transaction": "validate", "sql": render.text(validate)})
+    return rows

@@ -1,0 +1,81 @@
+"""Rendering plan steps as SQL: every name through ``sql.Identifier``, every value a literal or placeholder.
+
+Composables render without a connection, so a plan's SQL is tested offline, text for text.
+"""
+from __future__ import annotations
+
+from psycopg import sql
+
+from .catalog import ForeignKey
+
+_ACTIONS = {
+    "NO ACTION": sql.SQL("NO ACTION"),
+    "RESTRICT": sql.SQL("RESTRICT"),
+    "CASCADE": sql.SQL("CASCADE"),
+    "SET NULL": sql.SQL("SET NULL"),
+    "SET DEFAULT": sql.SQL("SET DEFAULT"),
+}
+_MATCH = {"SIMPLE": sql.SQL(""), "FULL": sql.SQL(" MATCH FULL"), "PARTIAL": sql.SQL(" MATCH PARTIAL")}
+
+
+def _idents(names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def fk_clause(fk: ForeignKey, on_delete: str, *, not_valid: bool,
+              delete_set_columns: tuple[str, ...] = ()) -> sql.Composed:
+    """``FOREIGN KEY (...) REFERENCES ... ON DELETE ...``, keeping every other property of ``fk``."""
+    delete = _ACTIONS[on_delete]
+    if delete_set_columns and on_delete in ("SET NULL", "SET DEFAULT"):
+        delete = sql.SQL("{} ({})").format(delete, _idents(delete_set_columns))
+    deferral = sql.SQL("")
+    if fk.deferrable:
+        deferral = sql.SQL(" DEFERRABLE INITIALLY DEFERRED" if fk.deferred else " DEFERRABLE INITIALLY IMMEDIATE")
+    return sql.SQL(
+        "FOREIGN KEY ({cols}) REFERENCES {ref} ({rcols}){match} ON UPDATE {upd} ON DELETE {dele}{deferral}{nv}"
+    ).format(
+        cols=_idents(fk.columns),
+        ref=sql.Identifier(fk.ref_schema, fk.ref_table),
+        rcols=_idents(fk.ref_columns),
+        match=_MATCH[fk.match],
+        upd=_ACTIONS[fk.on_update],
+        dele=delete,
+        deferral=deferral,
+        nv=sql.SQL(" NOT VALID") if not_valid else sql.SQL(""),
+    )
+
+
+def swap(fk: ForeignKey, on_delete: str, *, not_valid: bool,
+         delete_set_columns: tuple[str, ...] = ()) -> sql.Composed:
+    """One atomic statement: there is never a moment where the constraint is missing."""
+    return sql.SQL("ALTER TABLE {table} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {clause}").format(
+        table=sql.Identifier(fk.schema, fk.table),
+        name=sql.Identifier(fk.name),
+        clause=fk_clause(fk, on_delete, not_valid=not_valid, delete_set_columns=delete_set_columns),
+    )
+
+
+def comment(fk: ForeignKey) -> sql.Composed | None:
+    """Dropping a constraint drops its comment: put it back in the same transaction."""
+    if fk.comment is None:
+        return None
+    # COMMENT takes no bind parameters; sql.Literal quotes the value on the client.
+    return sql.SQL("COMMENT ON CONSTRAINT {name} ON {table} IS {text}").format(
+        name=sql.Identifier(fk.name), table=sql.Identifier(fk.schema, fk.table), text=sql.Literal(fk.comment)
+    )
+
+
+def validate(fk: ForeignKey) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {table} VALIDATE CONSTRAINT {name}").format(
+        table=sql.Identifier(fk.schema, fk.table), name=sql.Identifier(fk.name)
+    )
+
+
+def create_index_concurrently(fk: ForeignKey, index_name: str) -> sql.Composed:
+    return sql.SQL("CREATE INDEX CONCURRENTLY {idx} ON {table} ({cols})").format(
+        idx=sql.Identifier(index_name), table=sql.Identifier(fk.schema, fk.table), cols=_idents(fk.columns)
+    )
+
+
+def text(statement: sql.Composable) -> str:
+    return statement.as_string(None)

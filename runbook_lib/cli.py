@@ -1,0 +1,113 @@
+"""The ``runbook`` command: a thin shell over the runner (see DESIGN.md for the contract)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import RunbookError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runbook", description="Move foreign keys onto ON DELETE CASCADE, "
+                                     "safely, with evidence.")
+    parser.add_argument("--version", action="version", version=f"cascade-runbook {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the runbook's notebooks in order with papermill")
+    run.add_argument("--params", required=True, help="YAML parameter file")
+    run.add_argument("--evidence-dir", default="evidence", help="where the run folder is written")
+    run.add_argument("--steps", help="comma-separated subset of: preflight,backup,inspect,plan,apply,verify,"
+                                     "test_user")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one parameter (dots reach nested keys, e.g. backup.enabled=false)")
+
+    demo = sub.add_parser("demo", help="embedded PostgreSQL + demo schema + full run")
+    demo.add_argument("--evidence-dir", default="evidence")
+    demo.add_argument("--schema", default="health", choices=["health", "qa"])
+
+    ver = sub.add_parser("verify-evidence", help="check every hash in a run folder's manifest")
+    ver.add_argument("run_dir")
+
+    rb = sub.add_parser("rollback", help="restore exactly what a run changed")
+    rb.add_argument("run_dir")
+    rb.add_argument("--evidence-dir", default=None)
+    rb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+    pv = sub.add_parser("preview", help="read-only: what deleting one user would remove")
+    pv.add_argument("--params", required=True)
+    pv.add_argument("--user-id", required=True)
+
+    lab = sub.add_parser("lab", help="JupyterLab on notebooks/, connected like run")
+    lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return _dispatch(args)
+    except RunbookError as exc:
+        print(f"runbook: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("runbook: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import runner
+
+    if args.command == "run":
+        result = runner.run(args.params, evidence_dir=args.evidence_dir, steps=args.steps, overrides=args.param)
+        return _report(result)
+    if args.command == "verify-evidence":
+        from .evidence import verify_evidence
+
+        problems = verify_evidence(Path(args.run_dir))
+        for line in problems:
+            print(f"runbook: evidence: {line}", file=sys.stderr)
+        if not problems:
+            print(f"evidence verifies: {args.run_dir}")
+        return EXIT_OK if not problems else EXIT_FAILED
+    if args.command == "rollback":
+        result = runner.rollback(args.run_dir, evidence_dir=args.evidence_dir, overrides=args.param)
+        return _report(result)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.schema, Path(args.evidence_dir))
+    if args.command == "lab":
+        from .demo import run_lab
+
+        return run_lab(demo=args.demo)
+    if args.command == "preview":
+        print("runbook: error: preview is not available yet", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    raise AssertionError(args.command)
+
+
+def _report(result: "object") -> int:
+    from .runner import RunResult, main_stream_line
+
+    assert isinstance(result, RunResult)
+    for step in result.steps:
+        print(f"{step.step:<10} {step.status:<8} {step.seconds:>7.2f}s")
+    if result.ok:
+        print(main_stream_line(result))
+        return EXIT_OK
+    print(f"runbook: {main_stream_line(result)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

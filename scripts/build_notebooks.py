@@ -1,0 +1,206 @@
+"""Write the step notebooks' sources (cells without outputs) into notebooks/.
+
+The notebooks are narrative plus library calls; keeping their text here keeps the shared parameter
+and set-up cells identical in every step. Stored outputs come from ``scripts/regenerate_outputs.sh``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
+
+PARAMETERS = '''# Parameters: `runbook run` injects the run's values after this cell; by hand, edit them here.
+parent_table = "users"      # required: the table whose rows own everything else
+parent_schema = "public"    # the parent table's schema
+rules = {}                  # table, schema.table or constraint name -> CASCADE | SET NULL | RESTRICT | NO ACTION | keep
+dry_run = True              # the apply step changes nothing unless this is False
+lock_timeout = "2s"         # how long one DDL statement may wait for its locks before it is retried
+lock_retries = 5            # attempts per statement before that foreign key is reported as not done
+retry_backoff = 0.5         # seconds before the first retry; doubles with each further attempt
+backup = {"enabled": True, "dir": "backups"}      # pg_dump -Fc target; apply refuses to run without it
+test_user = {"commit": False, "rehearse": False}  # keep the test user's deletion; rehearse a dry run
+run_dir = ""                # the run's evidence folder (set by `runbook run`; empty: evidence/interactive)'''
+
+SETUP = '''import pandas as pd
+from IPython.display import Markdown, display
+
+from runbook_lib import graph, report, steps
+from runbook_lib.context import RunContext
+
+pd.set_option("display.max_colwidth", None)
+pd.set_option("display.max_rows", None)
+ctx = RunContext.open(run_dir, parent_table=parent_table, parent_schema=parent_schema, rules=rules,
+                      dry_run=dry_run, lock_timeout=lock_timeout, lock_retries=lock_retries,
+                      retry_backoff=retry_backoff, backup=backup, test_user=test_user)
+display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
+
+
+def notebook(title: str, intro: str, cells: list[tuple[str, str]], extra_parameters: str = "") -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = new_code_cell(PARAMETERS + extra_parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [new_markdown_cell(f"# {title}\n\n{intro}"), params, new_code_cell(SETUP)]
+    for kind, text in cells:
+        nb.cells.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+    return nb
+
+
+NOTEBOOKS = {
+    "00_preflight": notebook(
+        "Preflight",
+        "Before anything is changed: which server and database this is, whether the connected role may alter "
+        "every table the plan touches, whether long transactions or locks are in the way (each change waits "
+        "at most `lock_timeout`), whether `pg_dump` can dump this server and the disk has room for it, and "
+        "whether another run of this runbook is already changing the database. Nothing here changes the "
+        "database.",
+        [
+            ("code", "result = steps.preflight(ctx)\nresult.frame()"),
+            ("md", "## Verdict\nAny `fail` above stops the run here; `warn` lines are for the DBA to judge."),
+            ("code", 'print(ctx.verdict("preflight", result.ok, "all checks passed" if result.ok else\n'
+                     '                  "; ".join(f"{c.check}: {c.detail}" for c in result.failures)))'),
+        ]),
+    "01_backup": notebook(
+        "Backup",
+        "A `pg_dump -Fc` of the whole database, then `pg_restore --list` to prove the archive is readable; "
+        "its size and sha256 go into the evidence. The apply step refuses to run without a verified backup "
+        "from this same run, unless the parameters turn backup off (which the evidence records).",
+        [
+            ("code", "record = steps.backup(ctx)\npd.DataFrame([record.to_dict()]).T.rename(columns={0: 'backup'})"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("backup", record.verified or not record.enabled,\n'
+                     '                  f"verified {record.path}: {record.size:,} bytes, {record.toc_entries} '
+                     'entries, sha256 {record.sha256}"\n'
+                     '                  if record.enabled else "backup turned off in the parameters (recorded)"))'),
+        ]),
+    "02_inspect": notebook(
+        "Inspect",
+        "Every foreign key on a path to the parent table, read from `pg_constraint` itself (all schemas, "
+        "composite keys in their column order, partitioned tables once, the parent's own self-references): "
+        "its current rules, validity, deferrability, whether its referencing columns are indexed, row "
+        "estimates, and the orphan rows of `NOT VALID` constraints. Nothing here changes the database.",
+        [
+            ("code", "snapshot = steps.inspect(ctx)\n"
+                     "fks = report.foreign_keys_frame(snapshot)\n"
+                     "display(Markdown(f\"**{len(fks)}** foreign keys into the deletion set of \"\n"
+                     "                 f\"**{len(graph.deletion_set(snapshot.foreign_keys, snapshot.parent))}** tables\"))"),
+            ("md", "## The deletion set\nThe parent and every table that reaches it through foreign keys, with "
+                   "the length of the shortest path."),
+            ("code", "report.deletion_set_frame(snapshot)"),
+            ("md", "## Foreign keys into the deletion set"),
+            ("code", "fks"),
+            ("md", "## Unindexed referencing columns\nEach cascading delete scans these tables sequentially, "
+                   "once per deleted parent row."),
+            ("code", "fks[~fks['indexed']][['table', 'constraint', 'columns', 'rows (est.)']]"),
+            ("md", "## NOT VALID constraints and their orphans\nThey stay not valid; their orphan rows are "
+                   "rows that the constraint would reject today."),
+            ("code", "fks[~fks['valid']][['table', 'constraint', 'columns', 'orphans']]"),
+            ("md", "## The cascade tree (current rules)"),
+            ("code", "print('\\n'.join(graph.cascade_tree_lines(snapshot.foreign_keys, snapshot.parent)))"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("inspect", True, f"{len(fks)} foreign keys inspected"))'),
+        ]),
+    "03_plan": notebook(
+        "Plan",
+        "For each foreign key: the rule it gets and why (ownership edges become `ON DELETE CASCADE`, the "
+        "parent's self-reference never does, cross edges get the least surprising rule that lets the delete "
+        "succeed, `rules` overrides win), what changes in plain words, what it will lock, the exact DDL and its "
+        "exact rollback. Pure computation over the inspected snapshot: nothing here changes the database.",
+        [
+            ("code", "plan = steps.plan(ctx)\n"
+                     "for note in plan.notes:\n"
+                     "    print('NOTE:', note)\n"
+                     "display(Markdown(f\"**{len(plan.changes)}** of {len(plan.items)} foreign keys change\"))"),
+            ("md", "## Every foreign key into the deletion set"),
+            ("code", "report.plan_frame(plan)"),
+            ("md", "## What changes, in words, and what it locks"),
+            ("code", "report.behaviour_frame(plan)"),
+            ("md", "## The cascade tree as planned"),
+            ("code", "planned = {i.fk.key: i.planned for i in plan.items}\n"
+                     "print('\\n'.join(graph.cascade_tree_lines(steps.snapshot_before(ctx).foreign_keys, plan.parent, planned)))"),
+            ("md", "## The DDL (`plan.sql`)"),
+            ("code", "print(plan.forward_script())"),
+            ("md", "## The rollback (`rollback.sql`)"),
+            ("code", "print(plan.rollback_script())"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("plan", True, f"{len(plan.changes)} change(s) planned, "\n'
+                     '                  f"{sum(1 for i in plan.items if i.override)} override(s), {len(plan.notes)} note(s)"))'),
+        ]),
+    "04_apply": notebook(
+        "Apply",
+        "Executes the plan one foreign key at a time: in its own transaction, under `SET LOCAL lock_timeout`, "
+        "one atomic `ALTER TABLE … DROP CONSTRAINT fk, ADD CONSTRAINT fk … NOT VALID` (never a moment without "
+        "the constraint), committed at once so `users` is never held locked across several tables; a lock "
+        "wait that times out is rolled back and retried with backoff. Then `VALIDATE CONSTRAINT` in a "
+        "transaction of its own, which blocks neither reads nor writes. An advisory lock keeps two runs "
+        "apart. With `dry_run` (the default) it executes nothing and shows what it would run.",
+        [
+            ("code", "outcome = steps.apply(ctx)\n"
+                     "display(Markdown('**dry run**: nothing was executed' if outcome.dry_run else outcome.backup_note))\n"
+                     "outcome.frame()"),
+            ("md", "## Verdict"),
+            ("code", 'if outcome.dry_run:\n'
+                     '    message = f"dry run: {len(outcome.statements)} statement(s) shown, none executed"\n'
+                     'else:\n'
+                     '    done = sum(1 for r in outcome.results if r.status != "failed")\n'
+                     '    message = f"{done} of {len(outcome.results)} foreign key(s) changed" + (\n'
+                     '        "" if not outcome.failed else "; not done: " + "; ".join(r.error or r.constraint for r in outcome.failed))\n'
+                     'print(ctx.verdict("apply", not outcome.failed, message))'),
+        ]),
+    "05_verify": notebook(
+        "Verify",
+        "Inspects again and compares with the snapshot taken before: every foreign key still exists; each "
+        "changed one has its planned rule and every other property (columns and their order, referenced "
+        "columns, `ON UPDATE`, `MATCH`, deferrability, validity, comment) as before; every other one is "
+        "exactly as it was. Planning again must find nothing left to change.",
+        [
+            ("code", "outcome = steps.verify(ctx)\noutcome.frame()"),
+            ("md", "## Problems"),
+            ("code", "for problem in outcome.problems:\n    print('PROBLEM:', problem)\n"
+                     "print(f'{len(outcome.problems)} problem(s); re-planning finds '\n"
+                     "      f'{len(outcome.replan.changes)} change(s)' + (' (dry run: the plan was not applied)' if outcome.dry_run else ''))"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("verify", outcome.ok, "before and after agree with the plan" if outcome.ok\n'
+                     '                  else "; ".join(outcome.problems)))'),
+        ]),
+    "07_rollback": notebook(
+        "Rollback",
+        "Restores every foreign key that a previous run changed to its exact original definition, read from "
+        "that run's captured snapshot (whose evidence must verify first). The same safe recipe as apply: one "
+        "foreign key per transaction, atomic swap, lock timeout with retries, separate validation. Afterwards "
+        "`pg_get_constraintdef` of each must be exactly what it was before that run. Run it with "
+        "`runbook rollback RUN_DIR`.",
+        [
+            ("code", "outcome = steps.rollback(ctx, source_run)\n"
+                     "display(Markdown(f'Rolling back the run in `{outcome.source.name}`'))\n"
+                     "pd.DataFrame([r.to_dict() for r in outcome.results])"),
+            ("md", "## Each restored foreign key against its original definition"),
+            ("code", "pd.DataFrame(outcome.comparison.rows)"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("rollback", outcome.ok, f"{len(outcome.results)} foreign key(s) restored to their "\n'
+                     '                  "original definitions" if outcome.ok else "; ".join(\n'
+                     '                  [r.error for r in outcome.results if r.error] + outcome.comparison.problems)))'),
+        ],
+        extra_parameters='\nsource_run = ""             # the run folder whose changes are rolled back'),
+}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    only = set(sys.argv[1:])
+    for name, nb in NOTEBOOKS.items():
+        if only and name not in only:
+            continue
+        nbformat.write(nb, OUT / f"{name}.ipynb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ def _idents(names: tuple[str, ...]) -> sql.Composable:
 def fk_clause(fk: ForeignKey, on_delete: str, *, not_valid: bool,
               delete_set_columns: tuple[str, ...] = ()) -> sql.Composed:
     """``FOREIGN KEY (...) REFERENCES ... ON DELETE ...``, keeping every other property of ``fk``."""
-    delete = _ACTIONS[on_delete]
+    delete: sql.Composable = _ACTIONS[on_delete]
     if delete_set_columns and on_delete in ("SET NULL", "SET DEFAULT"):
         delete = sql.SQL("{} ({})").format(delete, _idents(delete_set_columns))
     deferral = sql.SQL("")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, catalog, logger
+from . import __version__, catalog, index_page, logger
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -205,6 +205,7 @@ def finish(run_dir: Path, result: RunResult, *, params: dict[str, Any], ident: d
         "steps": [s.__dict__ for s in result.steps],
         **(extra or {}),
     }
+    index_page.build(run_dir, fields)
     return write_manifest(run_dir, fields)
 
 

@@ -12,6 +12,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# The browser test needs Debian's chromium; a new machine does not have it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "== chromium is missing and cannot be installed here (not root): the browser test will fail"
+  fi
+fi
+
 echo "== type check"
 "$VENV/bin/python" -m mypy runbook_lib
 

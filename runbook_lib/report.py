@@ -59,10 +59,14 @@ def plan_frame(plan: Plan, *, changes_only: bool = False) -> pd.DataFrame:
             "planned": item.planned,
             "change": "yes" if item.change else "no",
             "override": item.override or "",
-            "why": item.reason,
-            "flags": "; ".join(item.flags),
         })
     return pd.DataFrame(rows)
+
+
+def reasons_frame(plan: Plan) -> pd.DataFrame:
+    """Why each rule, and what deserves a second look (kept apart: the text is long)."""
+    return pd.DataFrame([{"constraint": i.fk.key, "why": i.reason, "flags": "; ".join(i.flags)}
+                         for i in plan.items])
 
 
 def behaviour_frame(plan: Plan) -> pd.DataFrame:

@@ -120,6 +120,8 @@ NOTEBOOKS = {
                      "display(Markdown(f\"**{len(plan.changes)}** of {len(plan.items)} foreign keys change\"))"),
             ("md", "## Every foreign key into the deletion set"),
             ("code", "report.plan_frame(plan)"),
+            ("md", "## Why each rule, and the flags that deserve a second look"),
+            ("code", "report.reasons_frame(plan)"),
             ("md", "## What changes, in words, and what it locks"),
             ("code", "report.behaviour_frame(plan)"),
             ("md", "## The cascade tree as planned"),

@@ -440,24 +440,38 @@ def test_locked_table_fails_alone_within_lock_timeout_and_a_second_apply_complet
 
     assert not reader_errors, reader_errors
     assert latencies and max(latencies) < 1.0, f"a read of users waited {max(latencies):.2f}s"
+    # Swapping an FK takes ACCESS EXCLUSIVE on its table and on the table it references (the plan's
+    # lock_cost says so): both FKs touching appointments wait for the blocker; nothing else does.
+    touching = {i.fk.key for i in the_plan.changes if ("public", "appointments") in (i.fk.child, i.fk.parent)}
+    assert touching == {APPOINTMENTS, PRESCRIPTIONS}
     failed = {r.constraint: r for r in outcome.failed}
-    assert set(failed) == {APPOINTMENTS}, {k: r.error for k, r in failed.items()}
-    result = failed[APPOINTMENTS]
-    assert result.error is not None and "lock_timeout" in result.error
-    assert (result.attempts, result.lock_waits, result.sqlstate) == (2, 2, "55P03")
+    assert set(failed) == touching, {k: r.error for k, r in failed.items()}
+    for key in touching:
+        result = failed[key]
+        assert result.error is not None and "lock_timeout" in result.error, result.error
+        assert (result.attempts, result.lock_waits, result.sqlstate) == (2, 2, "55P03")
     assert elapsed < 10
     middle = fk_state(dsn)
-    assert middle[APPOINTMENTS] == before[APPOINTMENTS]
-    others = {i.fk.key for i in the_plan.changes} - {APPOINTMENTS}
+    for key in touching:
+        assert middle[key] == before[key], key  # same oid, same definition, same comment
+    others = {i.fk.key for i in the_plan.changes} - touching
     assert {r.constraint for r in outcome.results if r.status == "applied"} == others
     for key in others:
         assert middle[key].oid != before[key].oid, key
+        assert middle[key].delete_rule != before[key].delete_rule, key
+    journal = ctx.path("apply_journal.jsonl").read_text()
+    assert journal.count('"event": "lock_timeout"') == 4
 
     second = steps.apply(ctx)
-    assert {r.constraint: r.status for r in second.results if r.status != "already"} == {APPOINTMENTS: "applied"}
+    assert {r.constraint: r.status for r in second.results if r.status != "already"} == \
+        {key: "applied" for key in touching}
     assert not second.failed
-    assert fk_state(dsn)[APPOINTMENTS].definition == \
-        "FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE"
+    final = fk_state(dsn)
+    assert final[APPOINTMENTS].definition == "FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE"
+    assert final[PRESCRIPTIONS].definition == \
+        "FOREIGN KEY (appointment_id) REFERENCES public.appointments(id) ON DELETE CASCADE"
+    for key in others:
+        assert final[key] == middle[key], key  # the second apply did not touch the ones already done
     assert steps.verify(ctx).ok
 
 

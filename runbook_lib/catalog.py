@@ -117,7 +117,7 @@ class Snapshot:
     parent: TableKey
     foreign_keys: tuple[ForeignKey, ...]
     tables: tuple[TableInfo, ...]
-    orphans: Mapping[str, int] = field(default_factory=dict)
+    orphans: Mapping[str, int | None] = field(default_factory=dict)
 
     def fk(self, key: str) -> ForeignKey | None:
         for fk in self.foreign_keys:
@@ -314,10 +314,15 @@ def inspect(conn: psycopg.Connection[Any], parent_schema: str, parent_table: str
                            table=qualname(parent))
     fks = read_foreign_keys(conn, ident["server_version_num"])
     dset = deletion_set(fks, parent)
-    orphans = {}
+    orphans: dict[str, int | None] = {}
     for fk in fks:
         if not fk.validated and fk.parent in dset:
-            orphans[fk.key] = count_orphans(conn, fk)
+            try:
+                with conn.transaction():
+                    orphans[fk.key] = count_orphans(conn, fk)
+            except psycopg.errors.InsufficientPrivilege:
+                # A role that may not read the table cannot count; preflight reports the privileges.
+                orphans[fk.key] = None
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.rollback()
     logger.info("inspected %d foreign keys, %d tables in the deletion set", len(fks), len(dset))

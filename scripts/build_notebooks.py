@@ -33,6 +33,8 @@ from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_rows", None)
+pd.set_option("display.max_columns", None)
+pd.set_option("display.expand_frame_repr", False)
 ctx = RunContext.open(run_dir, parent_table=parent_table, parent_schema=parent_schema, rules=rules,
                       dry_run=dry_run, lock_timeout=lock_timeout, lock_retries=lock_retries,
                       retry_backoff=retry_backoff, backup=backup, test_user=test_user)

@@ -104,7 +104,7 @@ def rolled_back(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *args: Any) -> Any:
-    row = conn.execute(query, list(args) or None).fetchone()  # type: ignore[call-overload]
+    row = conn.execute(query, list(args) or None).fetchone()
     assert row is not None
     return row[0]
 
@@ -397,10 +397,16 @@ def test_rollback_restores_every_definition_and_comment_and_the_delete_fails_aga
     assert error_after.sqlstate == error_before.sqlstate == "23503"
     assert str(error_after).split(" violates ")[0] == str(error_before).split(" violates ")[0] == \
         'update or delete on table "users"'
+    # PostgreSQL fires the RI triggers in trigger-name (oid) order, so the swapped-back constraints may
+    # be met in another order: whichever one it names is restored and blocks as it did before.
+    for error in (error_before, error_after):
+        blocker = next(k for k in run.before if k.endswith("." + str(error.diag.constraint_name)))
+        assert restored[blocker].definition == run.before[blocker].definition
+        assert run.before[blocker].delete_rule in ("a", "r")
 
 
 # ---------------------------------------------------------------- 13. lock contention
-def test_locked_table_fails_alone_within_lock_timeout_and_a_second_apply_completes_it(
+def test_fks_on_a_locked_table_fail_within_lock_timeout_unchanged_and_a_second_apply_completes_them(
         make_db: Any, tmp_path: Path) -> None:
     dsn = make_db(sql_file("edge_cases.sql"))
     before = fk_state(dsn)
@@ -439,7 +445,8 @@ def test_locked_table_fails_alone_within_lock_timeout_and_a_second_apply_complet
         blocker.close()
 
     assert not reader_errors, reader_errors
-    assert latencies and max(latencies) < 1.0, f"a read of users waited {max(latencies):.2f}s"
+    assert len(latencies) > 10
+    assert max(latencies) < 1.0, f"a read of users waited {max(latencies):.2f}s"
     # Swapping an FK takes ACCESS EXCLUSIVE on its table and on the table it references (the plan's
     # lock_cost says so): both FKs touching appointments wait for the blocker; nothing else does.
     touching = {i.fk.key for i in the_plan.changes if ("public", "appointments") in (i.fk.child, i.fk.parent)}

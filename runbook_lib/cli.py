@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="JupyterLab on notebooks/, connected like run")
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
+    lab.add_argument("--port", type=int, default=None)
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser (headless)")
     return parser
 
 
@@ -89,7 +91,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lab":
         from .demo import run_lab
 
-        return run_lab(demo=args.demo)
+        return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
     if args.command == "preview":
         print("runbook: error: preview is not available yet", file=sys.stderr)
         return EXIT_BAD_INPUT

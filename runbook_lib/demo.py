@@ -101,14 +101,24 @@ def run_demo(schema: str, evidence_dir: Path) -> int:
     return 0
 
 
-def run_lab(*, demo: bool) -> int:
+def run_lab(*, demo: bool, port: int | None = None, open_browser: bool = True) -> int:
+    """JupyterLab on notebooks/; the kernels inherit the connection (RUNBOOK_DSN or libpq's own)."""
     notebooks = runner_notebooks()
     args = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebooks}"]
+    if port is not None:
+        args.append(f"--port={port}")
+    if not open_browser:
+        args.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--allow-root")  # containers and CI machines often run as root
+    # Notebooks opened by hand keep their evidence beside the working directory, not in notebooks/.
+    env = dict(os.environ)
+    env.setdefault("RUNBOOK_EVIDENCE_DIR", str(Path("evidence").resolve()))
     if not demo:
-        return subprocess.call(args)
+        return subprocess.call(args, env=env)
     with demo_server() as srv:
         database, schema_file, _ = SCHEMAS["health"]
-        env = dict(os.environ, RUNBOOK_DSN=load_schema(srv.get_uri(), database, schema_file))
+        env["RUNBOOK_DSN"] = load_schema(srv.get_uri(), database, schema_file)
         return subprocess.call(args, env=env)
 
 

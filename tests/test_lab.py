@@ -1,0 +1,108 @@
+"""`runbook lab` serves the notebooks; a notebook run through the Jupyter server's API works unedited."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import sql_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api(port: int, token: str, path: str, method: str = "GET", body: Any = None) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+async def execute_cells(port: int, token: str, kernel_id: str, sources: list[str]) -> list[dict[str, Any]]:
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    ws = await websocket_connect(HTTPRequest(
+        f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels", headers={"Authorization": f"token {token}"}))
+    results = []
+    for source in sources:
+        msg_id = uuid.uuid4().hex
+        ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": source, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+        stdout, reply, idle = "", None, False
+        # The reply (shell) and the output (iopub) arrive in no fixed order: wait for both.
+        while reply is None or not idle:
+            raw = await asyncio.wait_for(ws.read_message(), timeout=300)
+            assert raw is not None, "kernel channel closed"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                stdout += msg["content"]["text"]
+            if msg["msg_type"] == "execute_reply":
+                reply = msg["content"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+        results.append({"status": reply["status"], "stdout": stdout, "error": reply.get("evalue")})
+        if reply["status"] != "ok":
+            break
+    ws.close()
+    return results
+
+
+@pytest.mark.slow
+def test_lab_runs_a_notebook_top_to_bottom_with_no_editing(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    port, token = free_port(), uuid.uuid4().hex
+    env = dict(os.environ, RUNBOOK_DSN=dsn, JUPYTER_TOKEN=token, RUNBOOK_EVIDENCE_DIR=str(tmp_path / "ev"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
+    lab = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "lab", "--port", str(port), "--no-browser"],
+                           env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                api(port, token, "/api/status")
+                break
+            except OSError:
+                assert lab.poll() is None, lab.stderr.read() if lab.stderr else ""
+                assert time.monotonic() < deadline, "JupyterLab did not answer"
+                time.sleep(0.5)
+        contents = api(port, token, "/api/contents")
+        assert "03_plan.ipynb" in {item["name"] for item in contents["content"]}
+        session = api(port, token, "/api/sessions", "POST",
+                      {"path": "03_plan.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+        notebook = api(port, token, "/api/contents/03_plan.ipynb")["content"]
+        sources = [c["source"] for c in notebook["cells"] if c["cell_type"] == "code"]
+        results = asyncio.run(execute_cells(port, token, session["kernel"]["id"], sources))
+        assert [r["status"] for r in results] == ["ok"] * len(sources), results[-1]
+        assert "PASS: plan: 16 change(s) planned" in results[-1]["stdout"]
+        # The notebook's evidence went to the evidence folder, not into notebooks/.
+        assert (tmp_path / "ev" / "interactive" / "plan.sql").is_file()
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()

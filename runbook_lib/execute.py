@@ -173,7 +173,10 @@ class Executor:
                    direction: str, version_num: int) -> StepResult:
         """One FK: check it is as planned, swap it atomically, then validate it separately."""
         result = StepResult(constraint=original.key, direction=direction, status="failed")
-        self.journal.write("start", constraint=original.key, direction=direction)
+        # Written before the swap: if the process dies after the commit, the next run still knows
+        # that this FK may be left NOT VALID and validates it.
+        self.journal.write("start", constraint=original.key, direction=direction,
+                           validate_pending=validate is not None)
 
         def swap(conn: psycopg.Connection[Any]) -> str:
             current = read_one(conn, version_num, original.schema, original.table, original.name)
@@ -247,11 +250,30 @@ def _expect_reverse(item: PlanItem) -> Callable[[ForeignKey], str]:
     return check
 
 
+def pending_validations(evidence_root: Path, exclude: Path | None = None) -> set[str]:
+    """FKs that some earlier run started to swap with a VALIDATE to follow, which never ran."""
+    pending: set[str] = set()
+    journals = sorted((p for p in evidence_root.glob("*/apply_journal.jsonl") if p.parent != exclude),
+                      key=lambda p: p.stat().st_mtime)
+    for journal in journals:
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            key = event.get("constraint")
+            if event.get("event") == "start" and event.get("validate_pending"):
+                pending.add(key)
+            elif event.get("event") == "validated":
+                pending.discard(key)
+    return pending
+
+
 def apply_plan(executor: Executor, plan: Plan) -> list[StepResult]:
     results = []
-    for item in plan.changes:
+    for item in plan.actions:
         results.append(executor.run_change(
-            item.fk, expect=_expect_forward(item), statements=item.forward(),
+            item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
             validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num))
     return results
 
@@ -268,8 +290,8 @@ def rollback_plan(executor: Executor, plan: Plan) -> list[StepResult]:
 def dry_run_statements(plan: Plan) -> list[dict[str, Any]]:
     """What apply would execute, statement by statement, without executing anything."""
     rows = []
-    for item in plan.changes:
-        for statement in item.forward():
+    for item in plan.actions:
+        for statement in ([] if item.pending_validation else item.forward()):
             rows.append({"constraint": item.fk.key, "transaction": "swap", "sql": render.text(statement)})
         validate = item.forward_validate()
         if validate is not None:

@@ -7,7 +7,7 @@ get the least surprising rule that still lets the parent's delete succeed; a ``r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from psycopg import sql
 
@@ -46,6 +46,8 @@ class PlanItem:
     flags: tuple[str, ...]
     server_version_num: int
     lock_timeout: str = "2s"
+    # Swapped by an interrupted run whose VALIDATE never ran: this run validates it.
+    pending_validation: bool = False
 
     @property
     def current(self) -> str:
@@ -63,7 +65,12 @@ class PlanItem:
     @property
     def validate_after(self) -> bool:
         """A NOT VALID constraint stays not valid; a valid one is validated in its own transaction."""
-        return self.change and self.not_valid_swap and self.fk.validated
+        return (self.change and self.not_valid_swap and self.fk.validated) or self.pending_validation
+
+    @property
+    def action(self) -> bool:
+        """Whether apply has anything to do for this FK."""
+        return self.change or self.pending_validation
 
     def _swap_not_valid(self) -> bool:
         return self.not_valid_swap
@@ -89,12 +96,15 @@ class PlanItem:
         return statements
 
     def reverse_validate(self) -> sql.Composed | None:
-        return render.validate(self.fk) if self.validate_after else None
+        # The original was validated (or it stays NOT VALID): the swap back validates the same way.
+        return render.validate(self.fk) if (self.change and self.not_valid_swap and self.fk.validated) else None
 
     @property
     def behaviour(self) -> str:
         ref = qualname(self.fk.parent)
         now = _phrase(self.fk, self.current, self.fk.delete_set_columns)
+        if self.pending_validation:
+            return f"rule already {self.planned}; an interrupted run left it NOT VALID: VALIDATE only"
         if not self.change:
             return f"unchanged: deleting a row of {ref} {now}"
         return f"before: deleting a row of {ref} {now}; after: it {_phrase(self.fk, self.planned)}"
@@ -103,6 +113,8 @@ class PlanItem:
     def lock_cost(self) -> str:
         child, ref = qualname(self.fk.child), qualname(self.fk.parent)
         rows = "an unknown number of" if self.fk.child_rows is None else f"~{self.fk.child_rows:,}"
+        if self.pending_validation:
+            return f"VALIDATE only: scans {rows} rows without blocking reads or writes"
         if not self.change:
             return "none: not touched"
         if not self.not_valid_swap:
@@ -127,6 +139,7 @@ class PlanItem:
             "current": self.current,
             "planned": self.planned,
             "change": self.change,
+            "pending_validation": self.pending_validation,
             "override": self.override,
             "reason": self.reason,
             "flags": list(self.flags),
@@ -151,7 +164,13 @@ class Plan:
 
     @property
     def changes(self) -> tuple[PlanItem, ...]:
+        """The FKs whose rule changes (what a rollback restores)."""
         return tuple(i for i in self.items if i.change)
+
+    @property
+    def actions(self) -> tuple[PlanItem, ...]:
+        """Everything apply does: the changes, and validations an interrupted run left pending."""
+        return tuple(i for i in self.items if i.action)
 
     def item(self, key: str) -> PlanItem | None:
         for i in self.items:
@@ -181,9 +200,15 @@ def _script(plan: Plan, *, forward: bool) -> str:
     lines = [f"-- cascade runbook {title} script for parent {qualname(plan.parent)}",
              "-- One transaction per foreign key; each swap is a single atomic ALTER TABLE.",
              "-- Run each block on its own; keep lock_timeout short and retry on SQLSTATE 55P03."]
-    if not plan.changes:
+    items = plan.actions if forward else plan.changes
+    if not items:
         lines.append("-- nothing to change")
-    for item in plan.changes:
+    for item in items:
+        if item.pending_validation and forward:
+            lines.append("")
+            lines.append(f"-- {item.fk.key}: validate (left NOT VALID by an interrupted run)")
+            lines.append(render.text(render.validate(item.fk)) + ";")
+            continue
         statements = item.forward() if forward else item.reverse()
         validate = item.forward_validate() if forward else item.reverse_validate()
         lines.append("")
@@ -231,7 +256,8 @@ def _override_for(fk: ForeignKey, rules: Mapping[str, str]) -> tuple[str, str] |
     return None
 
 
-def make_plan(snapshot: Snapshot, params: Parameters) -> Plan:
+def make_plan(snapshot: Snapshot, params: Parameters, pending: Collection[str] = ()) -> Plan:
+    """``pending``: FK keys an interrupted run swapped without validating (see execute.pending_validations)."""
     parent = snapshot.parent
     dset = deletion_set(snapshot.foreign_keys, parent)
     items: list[PlanItem] = []
@@ -289,9 +315,12 @@ def make_plan(snapshot: Snapshot, params: Parameters) -> Plan:
             flags.append(f"NOT VALID, stays not valid ({orphans if orphans is not None else '?'} orphan rows)")
         if planned != fk.on_delete and fk.partitioned and snapshot.server_version_num < PG_NOT_VALID_ON_PARTITIONED:
             flags.append("partitioned table before PostgreSQL 18: the swap validates while holding its locks")
+        resume = fk.key in pending and not fk.validated and planned == fk.on_delete
+        if resume:
+            flags.append("left NOT VALID by an interrupted run: validated now")
         items.append(PlanItem(fk=fk, kind=kind, planned=planned, reason=reason, override=used,
                               flags=tuple(flags), server_version_num=snapshot.server_version_num,
-                              lock_timeout=params.lock_timeout))
+                              lock_timeout=params.lock_timeout, pending_validation=resume))
     if errors:
         raise PlanError("; ".join(errors))
     notes = _rule_notes(snapshot, params.rules, used_rules, dset)

@@ -57,7 +57,7 @@ def plan_frame(plan: Plan, *, changes_only: bool = False) -> pd.DataFrame:
             "kind": item.kind,
             "current": item.current,
             "planned": item.planned,
-            "change": "yes" if item.change else "no",
+            "change": "yes" if item.change else ("validate" if item.pending_validation else "no"),
             "override": item.override or "",
         })
     return pd.DataFrame(rows)
@@ -71,7 +71,7 @@ def reasons_frame(plan: Plan) -> pd.DataFrame:
 
 def behaviour_frame(plan: Plan) -> pd.DataFrame:
     return pd.DataFrame([{"constraint": i.fk.key, "behaviour": i.behaviour, "lock cost": i.lock_cost}
-                         for i in plan.changes])
+                         for i in plan.actions])
 
 
 def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

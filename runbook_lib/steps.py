@@ -176,8 +176,13 @@ def snapshot_before(ctx: RunContext) -> Snapshot:
     return snap if snap is not None else inspect(ctx)
 
 
+def pending(ctx: RunContext) -> set[str]:
+    # This run's own journal is left out: plan, apply and verify must all see the same set.
+    return execute.pending_validations(ctx.run_dir.parent, exclude=ctx.run_dir)
+
+
 def plan(ctx: RunContext) -> Plan:
-    the_plan = make_plan(snapshot_before(ctx), ctx.params)
+    the_plan = make_plan(snapshot_before(ctx), ctx.params, pending(ctx))
     ctx.save_json("plan.json", the_plan.to_dict())
     ctx.save_text("plan.sql", the_plan.forward_script())
     ctx.save_text("rollback.sql", the_plan.rollback_script())
@@ -205,13 +210,13 @@ class ApplyOutcome:
 
 
 def apply(ctx: RunContext) -> ApplyOutcome:
-    the_plan = make_plan(snapshot_before(ctx), ctx.params)
+    the_plan = make_plan(snapshot_before(ctx), ctx.params, pending(ctx))
     if ctx.params.dry_run:
         outcome = ApplyOutcome(dry_run=True, statements=execute.dry_run_statements(the_plan))
         ctx.save_json("apply_result.json", {"dry_run": True, "statements": outcome.statements, "results": []})
         return outcome
     record = ctx.load_json("backup.json")
-    if not the_plan.changes:
+    if not the_plan.actions:
         outcome = ApplyOutcome(dry_run=False, backup_note="nothing to change: no statement executed")
         ctx.save_json("apply_result.json", {"dry_run": False, "backup": outcome.backup_note, "results": []})
         return outcome
@@ -249,9 +254,9 @@ class VerifyOutcome:
     @property
     def problems(self) -> list[str]:
         problems = list(self.comparison.problems)
-        if not self.dry_run and self.replan.changes:
+        if not self.dry_run and self.replan.actions:
             problems.append("re-planning still finds changes: "
-                            + ", ".join(i.fk.key for i in self.replan.changes))
+                            + ", ".join(i.fk.key for i in self.replan.actions))
         return problems
 
     @property
@@ -272,14 +277,15 @@ def verify(ctx: RunContext) -> VerifyOutcome:
     if before is None:
         raise VerificationFailed("no snapshot from before the change in this run: run the inspect step first")
     after = inspect(ctx, save_as=SNAPSHOT_AFTER)
-    the_plan = make_plan(before, ctx.params)
+    pending_keys = pending(ctx)
+    the_plan = make_plan(before, ctx.params, pending_keys)
     dry_run = ctx.params.dry_run
-    expected = {} if dry_run else expected_after(the_plan, [i.fk.key for i in the_plan.changes])
+    expected = {} if dry_run else expected_after(the_plan, [i.fk.key for i in the_plan.actions])
     comparison = compare(before, after, expected)
-    replan = make_plan(after, ctx.params)
+    replan = make_plan(after, ctx.params, pending_keys)
     outcome = VerifyOutcome(comparison=comparison, replan=replan, dry_run=dry_run)
     ctx.save_json("verify.json", {"ok": outcome.ok, "problems": outcome.problems, "rows": comparison.rows,
-                                  "replan_changes": [i.fk.key for i in replan.changes]})
+                                  "replan_changes": [i.fk.key for i in replan.actions]})
     return outcome
 
 

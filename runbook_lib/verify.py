@@ -80,7 +80,9 @@ def expected_after(plan: Plan, applied: Iterable[str]) -> dict[str, ForeignKey]:
 
     done = set(applied)
     expected = {}
-    for item in plan.changes:
-        if item.fk.key in done:
+    for item in plan.actions:
+        if item.fk.key in done and item.pending_validation:
+            expected[item.fk.key] = replace(item.fk, validated=True)
+        elif item.fk.key in done:
             expected[item.fk.key] = replace(item.fk, on_delete=item.planned, delete_set_columns=())
     return expected

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "lock_timeout": "2s",
     "lock_retries": 5,
     "retry_backoff": 0.5,
+    "create_missing_indexes": False,
     "backup": {"enabled": True, "dir": "backups"},
     "test_user": {"commit": False, "rehearse": False},
 }
@@ -63,6 +64,7 @@ class Parameters:
     lock_timeout: str = "2s"
     lock_retries: int = 5
     retry_backoff: float = 0.5
+    create_missing_indexes: bool = False
     backup: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS["backup"]))
     test_user: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS["test_user"]))
 
@@ -126,6 +128,7 @@ def validate(raw: Mapping[str, Any]) -> Parameters:
     _check_type("parent_table", merged["parent_table"], str)
     _check_type("parent_schema", merged["parent_schema"], str)
     _check_type("dry_run", merged["dry_run"], bool)
+    _check_type("create_missing_indexes", merged["create_missing_indexes"], bool)
     _check_type("lock_retries", merged["lock_retries"], int)
     if merged["lock_retries"] < 1:
         raise ParameterError(f"parameter 'lock_retries': must be at least 1, got {merged['lock_retries']}")
@@ -156,6 +159,7 @@ def validate(raw: Mapping[str, Any]) -> Parameters:
         lock_timeout=str(merged["lock_timeout"]),
         lock_retries=merged["lock_retries"],
         retry_backoff=float(backoff),
+        create_missing_indexes=merged["create_missing_indexes"],
         backup=merged["backup"],
         test_user=merged["test_user"],
     )

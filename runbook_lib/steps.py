@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from . import backup as backup_mod
-from . import catalog, execute, logger
+from . import catalog, execute, logger, render
+from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
 from .context import RunContext
 from .errors import ApplyError, PreflightFailed, RunbookError, VerificationFailed
@@ -196,6 +197,7 @@ def plan(ctx: RunContext) -> Plan:
 class ApplyOutcome:
     dry_run: bool
     results: list[execute.StepResult] = field(default_factory=list)
+    indexes: list[indexes_mod.IndexResult] = field(default_factory=list)
     statements: list[dict[str, Any]] = field(default_factory=list)
     backup_note: str = ""
 
@@ -208,15 +210,28 @@ class ApplyOutcome:
             return pd.DataFrame(self.statements)
         return pd.DataFrame([r.to_dict() for r in self.results])
 
+    def index_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([r.to_dict() for r in self.indexes])
+
+
+def index_plans(ctx: RunContext, the_plan: Plan) -> list[indexes_mod.IndexPlan]:
+    """The indexes the opt-in step would build: one per unindexed FK into the deletion set."""
+    if not ctx.params.create_missing_indexes:
+        return []
+    return indexes_mod.missing(i.fk for i in the_plan.items)
+
 
 def apply(ctx: RunContext) -> ApplyOutcome:
     the_plan = make_plan(snapshot_before(ctx), ctx.params, pending(ctx))
+    wanted_indexes = index_plans(ctx, the_plan)
     if ctx.params.dry_run:
-        outcome = ApplyOutcome(dry_run=True, statements=execute.dry_run_statements(the_plan))
+        statements = [{"constraint": p.fk.key, "transaction": "none (CONCURRENTLY)",
+                       "sql": render.text(p.statement)} for p in wanted_indexes]
+        outcome = ApplyOutcome(dry_run=True, statements=statements + execute.dry_run_statements(the_plan))
         ctx.save_json("apply_result.json", {"dry_run": True, "statements": outcome.statements, "results": []})
         return outcome
     record = ctx.load_json("backup.json")
-    if not the_plan.actions:
+    if not the_plan.actions and not wanted_indexes:
         outcome = ApplyOutcome(dry_run=False, backup_note="nothing to change: no statement executed")
         ctx.save_json("apply_result.json", {"dry_run": False, "backup": outcome.backup_note, "results": []})
         return outcome
@@ -232,15 +247,24 @@ def apply(ctx: RunContext) -> ApplyOutcome:
         ctx.connect, lock_timeout_ms=ctx.params.lock_timeout_ms, attempts=ctx.params.lock_retries,
         backoff=ctx.params.retry_backoff, journal=execute.Journal(ctx.path("apply_journal.jsonl")))
     lock_conn = ctx.connect()
+    built: list[indexes_mod.IndexResult] = []
     try:
         with execute.run_lock(lock_conn):
+            # Indexes first: the validations that follow, and every cascade after, use them.
+            built = indexes_mod.create(ctx.connect, wanted_indexes, lock_timeout_ms=ctx.params.lock_timeout_ms,
+                                       attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff)
             results = execute.apply_plan(executor, the_plan)
     finally:
         executor.close()
         lock_conn.close()
-    outcome = ApplyOutcome(dry_run=False, results=results, backup_note=note)
+    for index in built:
+        if index.status == "failed":
+            results.append(execute.StepResult(constraint=index.constraint, direction="index", status="failed",
+                                              error=f"index {index.index}: {index.detail}"))
+    outcome = ApplyOutcome(dry_run=False, results=results, backup_note=note, indexes=built)
     ctx.save_json("apply_result.json", {"dry_run": False, "backup": note,
-                                        "results": [r.to_dict() for r in results]})
+                                        "results": [r.to_dict() for r in results],
+                                        "indexes": [i.to_dict() for i in built]})
     return outcome
 
 

@@ -21,6 +21,7 @@ dry_run = True              # the apply step changes nothing unless this is Fals
 lock_timeout = "2s"         # how long one DDL statement may wait for its locks before it is retried
 lock_retries = 5            # attempts per statement before that foreign key is reported as not done
 retry_backoff = 0.5         # seconds before the first retry; doubles with each further attempt
+create_missing_indexes = False  # apply builds missing indexes on referencing columns (CONCURRENTLY)
 backup = {"enabled": True, "dir": "backups"}      # pg_dump -Fc target; apply refuses to run without it
 test_user = {"commit": False, "rehearse": False}  # keep the test user's deletion; rehearse a dry run
 run_dir = ""                # the run's evidence folder (set by `runbook run`; empty: evidence/interactive)'''
@@ -37,7 +38,8 @@ pd.set_option("display.max_columns", None)
 pd.set_option("display.expand_frame_repr", False)
 ctx = RunContext.open(run_dir, parent_table=parent_table, parent_schema=parent_schema, rules=rules,
                       dry_run=dry_run, lock_timeout=lock_timeout, lock_retries=lock_retries,
-                      retry_backoff=retry_backoff, backup=backup, test_user=test_user)
+                      retry_backoff=retry_backoff, create_missing_indexes=create_missing_indexes,
+                      backup=backup, test_user=test_user)
 display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
 
 
@@ -149,6 +151,11 @@ NOTEBOOKS = {
             ("code", "outcome = steps.apply(ctx)\n"
                      "display(Markdown('**dry run**: nothing was executed' if outcome.dry_run else outcome.backup_note))\n"
                      "outcome.frame()"),
+            ("md", "## Indexes on referencing columns\nBuilt only with `create_missing_indexes: true`, "
+                   "with `CREATE INDEX CONCURRENTLY` outside any transaction; an INVALID index left by an "
+                   "interrupted build is dropped and built again."),
+            ("code", "outcome.index_frame() if outcome.indexes else print('no index built' + (\n"
+                     "    '' if ctx.params.create_missing_indexes else ' (create_missing_indexes is off)'))"),
             ("md", "## Verdict"),
             ("code", 'if outcome.dry_run:\n'
                      '    message = f"dry run: {len(outcome.statements)} statement(s) shown, none executed"\n'

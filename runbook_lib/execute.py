@@ -269,21 +269,32 @@ def pending_validations(evidence_root: Path, exclude: Path | None = None) -> set
     return pending
 
 
-def apply_plan(executor: Executor, plan: Plan) -> list[StepResult]:
+Progress = Callable[[str], None]
+
+
+def _report(progress: Progress | None, index: int, total: int, result: StepResult) -> None:
+    if progress is not None:
+        progress(f"[{index}/{total}] {result.constraint}: {result.status} "
+                 f"(swap {result.swap_ms} ms, validate {result.validate_ms} ms, {result.attempts} attempt(s))")
+
+
+def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None) -> list[StepResult]:
     results = []
-    for item in plan.actions:
+    for n, item in enumerate(plan.actions, 1):
         results.append(executor.run_change(
             item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
             validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num))
+        _report(progress, n, len(plan.actions), results[-1])
     return results
 
 
-def rollback_plan(executor: Executor, plan: Plan) -> list[StepResult]:
+def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = None) -> list[StepResult]:
     results = []
-    for item in reversed(plan.changes):
+    for n, item in enumerate(reversed(plan.changes), 1):
         results.append(executor.run_change(
             item.fk, expect=_expect_reverse(item), statements=item.reverse(),
             validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num))
+        _report(progress, n, len(plan.changes), results[-1])
     return results
 
 

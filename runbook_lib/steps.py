@@ -221,7 +221,7 @@ def index_plans(ctx: RunContext, the_plan: Plan) -> list[indexes_mod.IndexPlan]:
     return indexes_mod.missing(i.fk for i in the_plan.items)
 
 
-def apply(ctx: RunContext) -> ApplyOutcome:
+def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOutcome:
     the_plan = make_plan(snapshot_before(ctx), ctx.params, pending(ctx))
     wanted_indexes = index_plans(ctx, the_plan)
     if ctx.params.dry_run:
@@ -253,7 +253,7 @@ def apply(ctx: RunContext) -> ApplyOutcome:
             # Indexes first: the validations that follow, and every cascade after, use them.
             built = indexes_mod.create(ctx.connect, wanted_indexes, lock_timeout_ms=ctx.params.lock_timeout_ms,
                                        attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff)
-            results = execute.apply_plan(executor, the_plan)
+            results = execute.apply_plan(executor, the_plan, progress)
     finally:
         executor.close()
         lock_conn.close()
@@ -325,7 +325,8 @@ class RollbackOutcome:
         return not any(r.status == "failed" for r in self.results) and self.comparison.ok
 
 
-def rollback(ctx: RunContext, source_run: str | Path) -> RollbackOutcome:
+def rollback(ctx: RunContext, source_run: str | Path,
+             progress: execute.Progress | None = None) -> RollbackOutcome:
     """Restore every FK the source run changed to its exact original definition."""
     from .evidence import verify_evidence
 
@@ -350,7 +351,7 @@ def rollback(ctx: RunContext, source_run: str | Path) -> RollbackOutcome:
     start = time.perf_counter()
     try:
         with execute.run_lock(lock_conn):
-            results = execute.rollback_plan(executor, the_plan)
+            results = execute.rollback_plan(executor, the_plan, progress)
     finally:
         executor.close()
         lock_conn.close()

@@ -148,7 +148,7 @@ NOTEBOOKS = {
         "transaction of its own, which blocks neither reads nor writes. An advisory lock keeps two runs "
         "apart. With `dry_run` (the default) it executes nothing and shows what it would run.",
         [
-            ("code", "outcome = steps.apply(ctx)\n"
+            ("code", "outcome = steps.apply(ctx, progress=print)  # one line per foreign key as it is done\n"
                      "display(Markdown('**dry run**: nothing was executed' if outcome.dry_run else outcome.backup_note))\n"
                      "outcome.frame()"),
             ("md", "## Indexes on referencing columns\nBuilt only with `create_missing_indexes: true`, "
@@ -189,7 +189,7 @@ NOTEBOOKS = {
         "`pg_get_constraintdef` of each must be exactly what it was before that run. Run it with "
         "`runbook rollback RUN_DIR`.",
         [
-            ("code", "outcome = steps.rollback(ctx, source_run)\n"
+            ("code", "outcome = steps.rollback(ctx, source_run, progress=print)\n"
                      "display(Markdown(f'Rolling back the run in `{outcome.source.name}`'))\n"
                      "pd.DataFrame([r.to_dict() for r in outcome.results])"),
             ("md", "## Each restored foreign key against its original definition"),

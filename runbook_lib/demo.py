@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -115,11 +116,28 @@ def run_lab(*, demo: bool, port: int | None = None, open_browser: bool = True) -
     env = dict(os.environ)
     env.setdefault("RUNBOOK_EVIDENCE_DIR", str(Path("evidence").resolve()))
     if not demo:
-        return subprocess.call(args, env=env)
+        return _serve(args, env)
     with demo_server() as srv:
         database, schema_file, _ = SCHEMAS["health"]
         env["RUNBOOK_DSN"] = load_schema(srv.get_uri(), database, schema_file)
-        return subprocess.call(args, env=env)
+        return _serve(args, env)
+
+
+def _serve(args: list[str], env: dict[str, str]) -> int:
+    """Run JupyterLab until it ends; a SIGTERM to this process ends JupyterLab (and its kernels) too."""
+    lab = subprocess.Popen(args, env=env)
+
+    def stop(signum: int, _frame: object) -> None:
+        lab.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return lab.wait()
+    except KeyboardInterrupt:
+        lab.terminate()
+        return lab.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def runner_notebooks() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def test_lab_runs_a_notebook_top_to_bottom_with_no_editing(make_db: Any, tmp_pat
     env = dict(os.environ, RUNBOOK_DSN=dsn, JUPYTER_TOKEN=token, RUNBOOK_EVIDENCE_DIR=str(tmp_path / "ev"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
     lab = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "lab", "--port", str(port), "--no-browser"],
-                           env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -101,8 +103,11 @@ def test_lab_runs_a_notebook_top_to_bottom_with_no_editing(make_db: Any, tmp_pat
         # The notebook's evidence went to the evidence folder, not into notebooks/.
         assert (tmp_path / "ev" / "interactive" / "plan.sql").is_file()
     finally:
-        lab.terminate()
+        lab.terminate()  # `runbook lab` passes it on to JupyterLab, which shuts its kernels down
         try:
             lab.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            lab.kill()
+            os.killpg(lab.pid, signal.SIGKILL)
+        time.sleep(1)
+        leftovers = subprocess.run(["pgrep", "-f", f"--port={port}"], capture_output=True, text=True).stdout
+        assert not leftovers.strip(), f"JupyterLab still running: {leftovers}"

@@ -200,3 +200,27 @@ def test_verify_evidence_names_the_tampered_file(tmp_path: Path) -> None:
     (run_dir / "plan.sql").write_text("y")
     result = runbook("verify-evidence", str(run_dir), dsn=None, cwd=tmp_path)
     assert result.returncode == 1 and "plan.sql: changed" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_role_that_may_not_alter_fails_preflight_before_anything_changes(make_db: Any, tmp_path: Path) -> None:
+    import uuid
+
+    dsn = make_db(sql_file("edge_cases.sql"))
+    before = constraint_defs(dsn)
+    role = f"rb_weak_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(role)))
+    try:
+        params = write_params(tmp_path)
+        weak = psycopg.conninfo.make_conninfo(dsn, user=role)
+        result = runbook("run", "--params", str(params), "--evidence-dir", str(tmp_path / "ev"), dsn=weak,
+                         cwd=tmp_path)
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert "step preflight failed" in last and f"{role} does not own" in last and "00_preflight.ipynb" in last
+        assert constraint_defs(dsn) == before
+        assert not (tmp_path / "backups").exists()  # the run stopped before the backup step
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))

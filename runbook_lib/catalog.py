@@ -15,6 +15,8 @@ from psycopg import sql
 from . import logger
 from .errors import CatalogError
 
+__all__ = ["CatalogError", "ForeignKey", "Snapshot", "TableInfo", "inspect", "qualname"]
+
 TableKey = tuple[str, str]
 
 DELETE_RULES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
@@ -234,7 +236,9 @@ def _begin_catalog_read(conn: psycopg.Connection[Any]) -> None:
 
 def read_foreign_keys(conn: psycopg.Connection[Any], version_num: int,
                       only: tuple[str, str, str] | None = None) -> list[ForeignKey]:
-    with conn.transaction():
+    # Rolled back on purpose: the empty search_path must not outlive the read when the caller is in a
+    # transaction of its own (a released savepoint would keep it).
+    with conn.transaction(force_rollback=True):
         _begin_catalog_read(conn)
         cur = conn.execute(_fk_query(version_num, only is not None), list(only) if only else None)
         rows = cur.fetchall()

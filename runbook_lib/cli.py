@@ -93,9 +93,30 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
     if args.command == "preview":
-        print("runbook: error: preview is not available yet", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _preview(args.params, args.user_id)
     raise AssertionError(args.command)
+
+
+def _preview(params_file: str, user_id: str) -> int:
+    """Read-only: print what deleting one user would do; exit 1 when the delete would be blocked."""
+    import pandas as pd
+
+    from . import params as params_mod
+    from . import steps, testuser
+    from .connect import dsn_from_env
+    from .context import RunContext
+
+    params = params_mod.load(params_file)
+    found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env()), user_id)
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 80):
+        print(testuser.preview_frame(found).to_string(index=False))
+        blockers = testuser.blockers_frame(found)
+        if len(blockers):
+            print("\nblockers:")
+            print(blockers.to_string(index=False))
+    print(f"\n{found.message}")
+    return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 
 
 def _report(result: "object") -> int:

@@ -27,12 +27,13 @@ DEFAULTS: dict[str, Any] = {
     "retry_backoff": 0.5,
     "create_missing_indexes": False,
     "backup": {"enabled": True, "dir": "backups"},
-    "test_user": {"commit": False, "rehearse": False},
+    "test_user": {"commit": False, "rehearse": False, "values": {}},
+    "preview_user_id": None,
 }
 
 _NESTED_KEYS: dict[str, dict[str, type]] = {
     "backup": {"enabled": bool, "dir": str},
-    "test_user": {"commit": bool, "rehearse": bool},
+    "test_user": {"commit": bool, "rehearse": bool, "values": dict},
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*$")
@@ -67,6 +68,7 @@ class Parameters:
     create_missing_indexes: bool = False
     backup: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS["backup"]))
     test_user: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS["test_user"]))
+    preview_user_id: Any = None
 
     @property
     def lock_timeout_seconds(self) -> float:
@@ -95,6 +97,9 @@ def _check_type(key: str, value: object, expected: type) -> None:
         raise ParameterError(f"parameter {key!r}: expected a non-empty string, got {value!r}")
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ParameterError(f"parameter {key!r}: expected an integer, got {value!r}")
+    if expected is dict and (not isinstance(value, Mapping)
+                             or not all(isinstance(v, Mapping) for v in value.values())):
+        raise ParameterError(f"parameter {key!r}: expected table -> {{column: value}}, got {value!r}")
 
 
 def validate(raw: Mapping[str, Any]) -> Parameters:
@@ -136,6 +141,9 @@ def validate(raw: Mapping[str, Any]) -> Parameters:
     if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
         raise ParameterError(f"parameter 'retry_backoff': expected seconds >= 0, got {backoff!r}")
     parse_duration(merged["lock_timeout"])
+    preview_user = merged["preview_user_id"]
+    if preview_user is not None and (isinstance(preview_user, bool) or not isinstance(preview_user, (int, str))):
+        raise ParameterError(f"parameter 'preview_user_id': expected a key value, got {preview_user!r}")
     rules = merged["rules"]
     if rules is None:
         rules = {}
@@ -162,6 +170,7 @@ def validate(raw: Mapping[str, Any]) -> Parameters:
         create_missing_indexes=merged["create_missing_indexes"],
         backup=merged["backup"],
         test_user=merged["test_user"],
+        preview_user_id=merged["preview_user_id"],
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from . import backup as backup_mod
-from . import catalog, execute, logger, render
+from . import catalog, execute, logger, render, testuser
 from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
 from .context import RunContext
@@ -362,3 +362,88 @@ def rollback(ctx: RunContext, source_run: str | Path,
         "source_run": str(source), "seconds": round(time.perf_counter() - start, 3),
         "results": [r.to_dict() for r in results], "rows": comparison.rows, "problems": comparison.problems})
     return RollbackOutcome(source=source, results=results, comparison=comparison)
+
+
+# ---------------------------------------------------------------- test-user deletion
+@dataclass
+class TestUserOutcome:
+    skipped: str | None = None
+    rehearsal: bool = False
+    run: testuser.UserDeletionRun | None = None
+    script: list[str] = field(default_factory=list)
+    script_proof: testuser.Proof | None = None
+
+    @property
+    def ok(self) -> bool:
+        if self.skipped is not None:
+            return True
+        return (self.run is not None and self.run.ok
+                and (self.script_proof is None or self.script_proof.ok))
+
+    @property
+    def message(self) -> str:
+        if self.skipped is not None:
+            return f"skipped: {self.skipped}"
+        assert self.run is not None
+        text = self.run.message
+        if self.script_proof is not None and not self.script_proof.ok:
+            text += f"; the ordered delete script: {self.script_proof.message}"
+        if self.rehearsal:
+            text = "rehearsal of the plan (rolled back): " + text
+        return text
+
+
+def test_user(ctx: RunContext) -> TestUserOutcome:
+    """Create a test user with rows everywhere, delete it, prove that nothing of it remains."""
+    settings = ctx.params.test_user
+    rehearse = bool(settings["rehearse"])
+    if ctx.params.dry_run and not rehearse:
+        outcome = TestUserOutcome(skipped="dry run: nothing was applied, so the deletion would only show what "
+                                          "the plan is about to fix; set test_user.rehearse to prove the planned "
+                                          "state inside a rolled-back transaction")
+        ctx.save_json("test_user.json", {"ok": True, "skipped": outcome.skipped})
+        return outcome
+    with ctx.connect() as conn:
+        snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
+        setup: list[Any] = []
+        if ctx.params.dry_run and rehearse:
+            setup = [s for item in make_plan(snap, ctx.params).changes for s in item.forward()]
+        run = testuser.run_test_user(conn, snap, values=settings.get("values") or {},
+                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup)
+        key_columns = testuser.parent_key_columns(conn, snap.parent)
+        statements = testuser.ordered_delete_script(snap, key_columns, params=ctx.params)
+        script_proof = None
+        # The explicit script is proven on a test user of its own, on the database as it is now.
+        with conn.transaction(force_rollback=True):
+            synthesis = testuser.synthesize(conn, snap, marker=testuser.new_marker(),
+                                            values=settings.get("values") or {})
+            if snap.parent in synthesis.rows:
+                script_proof = testuser.prove_ordered_delete(conn, snap, synthesis, params=ctx.params)
+    outcome = TestUserOutcome(rehearsal=bool(setup), run=run, script=[render.text(s) for s in statements],
+                              script_proof=script_proof)
+    ctx.save_text("delete_script.sql", "-- Ordered delete for one user, children before parents "
+                  "(placeholders: %(user_id)s)\n" + "\n".join(s + ";" for s in outcome.script) + "\n")
+    ctx.save_json("test_user.json", {
+        "ok": outcome.ok, "message": outcome.message, "rehearsal": outcome.rehearsal,
+        "committed": run.committed, "proof": run.proof.to_dict() if run.proof else None,
+        "synthesis_failures": [str(f) for f in run.synthesis.failures],
+        "orphans": [{"table": qualname(o.table), "columns": list(o.columns), "count": o.count, "keys": o.keys,
+                     "referenced_by": o.referenced_by} for o in run.orphans],
+        "script_proof": script_proof.to_dict() if script_proof else None})
+    return outcome
+
+
+def preview_user(ctx: RunContext, user_id: Any) -> testuser.Preview:
+    """Read-only: what deleting one real user would remove, set to NULL, or be blocked by."""
+    with ctx.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", [ctx.params.parent_schema, ctx.params.parent_table]).fetchone()
+        if not row or not row[0]:
+            raise catalog.CatalogError(f"parent table {ctx.params.parent_schema}.{ctx.params.parent_table} "
+                                       "does not exist")
+        parent = (ctx.params.parent_schema, ctx.params.parent_table)
+        found = testuser.preview(conn, parent, user_id)
+    if not found.found:
+        raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
+    return found

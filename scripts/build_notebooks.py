@@ -23,13 +23,14 @@ lock_retries = 5            # attempts per statement before that foreign key is 
 retry_backoff = 0.5         # seconds before the first retry; doubles with each further attempt
 create_missing_indexes = False  # apply builds missing indexes on referencing columns (CONCURRENTLY)
 backup = {"enabled": True, "dir": "backups"}      # pg_dump -Fc target; apply refuses to run without it
-test_user = {"commit": False, "rehearse": False}  # keep the test user's deletion; rehearse a dry run
+test_user = {"commit": False, "rehearse": False, "values": {}}  # keep its deletion; rehearse a dry run; column values
+preview_user_id = None      # a real user's key: 06 shows what deleting that user would remove (read-only)
 run_dir = ""                # the run's evidence folder (set by `runbook run`; empty: evidence/interactive)'''
 
 SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
 
-from runbook_lib import graph, report, steps
+from runbook_lib import graph, report, steps, testuser
 from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
@@ -39,7 +40,7 @@ pd.set_option("display.expand_frame_repr", False)
 ctx = RunContext.open(run_dir, parent_table=parent_table, parent_schema=parent_schema, rules=rules,
                       dry_run=dry_run, lock_timeout=lock_timeout, lock_retries=lock_retries,
                       retry_backoff=retry_backoff, create_missing_indexes=create_missing_indexes,
-                      backup=backup, test_user=test_user)
+                      backup=backup, test_user=test_user, preview_user_id=preview_user_id)
 display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
 
 
@@ -180,6 +181,47 @@ NOTEBOOKS = {
             ("md", "## Verdict"),
             ("code", 'print(ctx.verdict("verify", outcome.ok, "before and after agree with the plan" if outcome.ok\n'
                      '                  else "; ".join(outcome.problems)))'),
+        ]),
+    "06_test_user_deletion": notebook(
+        "Test-user deletion",
+        "Turns \"the constraints say CASCADE\" into evidence. A synthetic test user (an `…@example.invalid` "
+        "marker) gets at least one row in every table of the deletion set, with values worked out from the "
+        "catalog; the preview shows what deleting it will remove (the same computation as `runbook preview` "
+        "for a real user); a single `DELETE` of the user follows, and the proof checks that nothing of the "
+        "user remains, that every table changed by exactly what the preview said and that nothing else "
+        "changed. All of it runs in one transaction that is rolled back unless `test_user.commit` is set. "
+        "In a dry run the step is skipped unless `test_user.rehearse` is set: then the plan's DDL runs first "
+        "inside the same rolled-back transaction, which holds the apply's locks for as long as it lasts.",
+        [
+            ("code", "outcome = steps.test_user(ctx)\ndisplay(Markdown(f'**{outcome.message}**'))"),
+            ("md", "## The test user's rows\nOne row per table of the deletion set (a table it could not fill is "
+                   "named with the database's error)."),
+            ("code", "testuser.synthesis_frame(outcome.run.synthesis) if outcome.run else print(outcome.skipped)"),
+            ("md", "## Preview: what the delete will do\nRows deleted and rows set to NULL per table, walking the "
+                   "foreign keys with their current rules; blockers are RESTRICT / NO ACTION edges with rows."),
+            ("code", "if outcome.run and outcome.run.preview:\n"
+                     "    display(testuser.preview_frame(outcome.run.preview))\n"
+                     "    display(testuser.blockers_frame(outcome.run.preview))"),
+            ("md", "## Proof: row counts before and after the delete"),
+            ("code", "testuser.proof_frame(outcome.run.proof) if outcome.run and outcome.run.proof else None"),
+            ("md", "## Orphans\nRows outside the deletion set that only the deleted rows referenced (stored media, "
+                   "for example): for an external clean-up job. Never deleted here."),
+            ("code", "testuser.orphans_frame(outcome.run.orphans) if outcome.run else None"),
+            ("md", "## The ordered delete script\nFor databases where CASCADE is not wanted: the explicit "
+                   "statements for one user, children before parents, cycles broken by setting a nullable key to "
+                   "NULL first (`delete_script.sql`), proven on a test user of its own in a rolled-back "
+                   "transaction."),
+            ("code", "print('\\n'.join(s + ';' for s in outcome.script))\n"
+                     "print(outcome.script_proof.message if outcome.script_proof else 'not proven: ' + (outcome.skipped or ''))"),
+            ("md", "## Preview for a real user\nWith `preview_user_id` set: what deleting that user would do. "
+                   "Read-only."),
+            ("code", "if preview_user_id is not None:\n"
+                     "    real = steps.preview_user(ctx, preview_user_id)\n"
+                     "    display(testuser.preview_frame(real), testuser.blockers_frame(real))\n"
+                     "else:\n"
+                     "    print('preview_user_id is not set')"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message))'),
         ]),
     "07_rollback": notebook(
         "Rollback",

@@ -26,7 +26,7 @@ from build_notebooks import main as build_sources  # noqa: E402
 
 from runbook_lib import demo, embedded  # noqa: E402
 
-CHECKED = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify"]
+CHECKED = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify", "06_test_user_deletion"]
 SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 
 

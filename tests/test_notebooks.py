@@ -16,7 +16,7 @@ from runbook_lib import demo, embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-CHECKED = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify"]
+CHECKED = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify", "06_test_user_deletion"]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ def test_defaults_fill_every_key() -> None:
     p = validate({"parent_table": "users"})
     assert p.parent_schema == "public" and p.dry_run is True and p.rules == {}
     assert p.backup == {"enabled": True, "dir": "backups"}
-    assert p.test_user == {"commit": False, "rehearse": False}
+    assert p.test_user == {"commit": False, "rehearse": False, "values": {}}
+    assert p.preview_user_id is None
     assert p.lock_timeout_ms == 2000
 
 

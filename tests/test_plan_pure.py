@@ -53,7 +53,8 @@ def test_cross_edges_get_the_least_surprising_rule() -> None:
     assert "CASCADE here would" in item.reason
     strict = [*fks[:2], fk("sessions", "s_last", "messages", ("last_message_id",), on_delete="RESTRICT")]
     item = plan_for(*strict).item("public.sessions.s_last")
-    assert item is not None and item.planned == "NO ACTION" and any("RESTRICT" in f for f in item.flags)
+    assert item is not None and item.planned == "CASCADE" and any("RESTRICT" in f for f in item.flags)
+    assert any("another owner" in f for f in item.flags)
 
 
 def test_overrides_win_and_are_shown_in_precedence_order() -> None:

@@ -57,13 +57,15 @@ def test_run_applies_verifies_reruns_as_noop_and_rolls_back_exactly(make_db: Any
     params = write_params(tmp_path)
     evidence = tmp_path / "evidence"
 
-    first = runbook("run", "--params", str(params), "--evidence-dir", str(evidence), "--steps", CORE_STEPS,
-                    dsn=dsn, cwd=tmp_path)
+    first = runbook("run", "--params", str(params), "--evidence-dir", str(evidence), dsn=dsn, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     run_dir = only_run(evidence)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert [s["status"] for s in manifest["steps"]] == ["passed"] * 6
-    for nb in ("00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify"):
+    assert [s["status"] for s in manifest["steps"]] == ["passed"] * 7
+    test_user = json.loads((run_dir / "test_user.json").read_text())
+    assert test_user["ok"] and "none left" in test_user["message"] and not test_user["committed"]
+    assert "index.html" in manifest["files"] and "delete_script.sql" in manifest["files"]
+    for nb in ("00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify", "06_test_user_deletion"):
         assert f"{nb}.ipynb" in manifest["files"] and f"{nb}.html" in manifest["files"]
     for name in ("plan.sql", "rollback.sql", "snapshot_before.json", "snapshot_after.json", "plan.json"):
         assert name in manifest["files"]
@@ -224,3 +226,48 @@ def test_a_role_that_may_not_alter_fails_preflight_before_anything_changes(make_
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
+
+
+@pytest.mark.slow
+def test_test_user_step_fails_naming_the_fk_put_back_to_no_action(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    params = write_params(tmp_path, backup={"enabled": False, "dir": str(tmp_path)})
+    applied = runbook("run", "--params", str(params), "--evidence-dir", str(tmp_path / "ev"), "--steps",
+                      "inspect,plan,apply,test_user", dsn=dsn, cwd=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE public.nutrition_goal_targets DROP CONSTRAINT nutrition_goal_targets_goal_id_fkey, "
+                     "ADD CONSTRAINT nutrition_goal_targets_goal_id_fkey FOREIGN KEY (goal_id) "
+                     "REFERENCES public.nutrition_goals (id)")
+    before = constraint_defs(dsn)
+    counts_sql = "SELECT (SELECT count(*) FROM public.users), (SELECT count(*) FROM public.nutrition_goal_targets)"
+    with psycopg.connect(dsn) as conn:
+        counts = conn.execute(counts_sql).fetchone()
+    result = runbook("run", "--params", str(params), "--evidence-dir", str(tmp_path / "ev"), "--steps", "test_user",
+                     dsn=dsn, cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "step test_user failed" in last and "nutrition_goal_targets_goal_id_fkey" in last, last
+    assert "06_test_user_deletion.ipynb" in last
+    # Rolled back: the database is exactly as it was.
+    assert constraint_defs(dsn) == before
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(counts_sql).fetchone() == counts
+
+
+@pytest.mark.slow
+def test_preview_lists_what_a_real_users_delete_removes_and_changes_nothing(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    params = write_params(tmp_path, backup={"enabled": False, "dir": str(tmp_path)})
+    assert runbook("run", "--params", str(params), "--evidence-dir", str(tmp_path / "ev"), "--steps",
+                   "inspect,plan,apply", dsn=dsn, cwd=tmp_path).returncode == 0
+    with psycopg.connect(dsn) as conn:
+        goals = conn.execute("SELECT count(*) FROM public.nutrition_goal_targets t JOIN public.nutrition_goals g "
+                             "ON g.id = t.goal_id WHERE g.user_id = 1").fetchone()
+    result = runbook("preview", "--params", str(params), "--user-id", "1", dsn=dsn, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if "public.nutrition_goal_targets" in ln)
+    assert line.split()[1] == str(goals[0])  # type: ignore[index]
+    assert "public.billing" in result.stdout  # set to NULL by the override, shown as such
+    missing = runbook("preview", "--params", str(params), "--user-id", "424242", dsn=dsn, cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("runbook: error: no row of public.users")

@@ -113,14 +113,6 @@ def evidence_root(prefix: str, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def execute_all(dsn: str, statements: Sequence[sql.Composable | str],
-                params: Sequence[Sequence[Any] | None] | None = None) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for i, statement in enumerate(statements):
-            conn.execute(statement if isinstance(statement, sql.Composable) else sql.SQL(statement),  # type: ignore[arg-type]
-                         params[i] if params else None)
-
-
 # ---------------------------------------------------------------- the state of foreign keys
 @dataclass(frozen=True)
 class FkState:
@@ -201,7 +193,7 @@ class LatencyRecorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.samples: list[tuple[str, float, float]] = []  # (kind, started at, seconds)
+        self.samples: list[tuple[str, float, float]] = []  # (kind, started at (time.time()), seconds)
         self.errors: list[tuple[str, str]] = []
 
     def record(self, kind: str, started: float, seconds: float) -> None:
@@ -211,6 +203,12 @@ class LatencyRecorder:
     def error(self, kind: str, message: str) -> None:
         with self._lock:
             self.errors.append((kind, message))
+
+    def max_overlapping(self, start: float, end: float, inside: bool = True) -> float:
+        """The longest sample whose run overlapped [start, end] (wall clock), or the longest of the others."""
+        with self._lock:
+            values = [s for _, t, s in self.samples if ((t <= end and t + s >= start) == inside)]
+        return max(values, default=0.0)
 
     def latencies(self, kind: str | None = None) -> list[float]:
         with self._lock:
@@ -276,12 +274,13 @@ class Load:
             pass
         ops = 0
         while conn is not None and not self._stop.is_set() and ops < self.max_ops and time.monotonic() < deadline:
+            wall = time.time()
             started = time.perf_counter()
             try:
                 spec.op(conn, rng)
-                self.recorder.record(spec.kind, started, time.perf_counter() - started)
+                self.recorder.record(spec.kind, wall, time.perf_counter() - started)
             except psycopg.Error as exc:
-                self.recorder.record(spec.kind, started, time.perf_counter() - started)
+                self.recorder.record(spec.kind, wall, time.perf_counter() - started)
                 self.recorder.error(spec.kind, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 if conn.closed or conn.broken:
                     try:
@@ -324,7 +323,10 @@ def fmt_s(seconds: float | None) -> str:
 def fmt_ratio(num: float, den: float) -> str:
     if den <= 0:
         return "inf" if num > 0 else "-"
-    return f"{num / den:.1f}x"
+    ratio = num / den
+    if 0 < ratio < 1:
+        return f"1/{1 / ratio:.1f}"
+    return f"{ratio:.1f}x"
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -170,7 +170,8 @@ SELECT c.oid::int8, c.conname::text, n.nspname::text, t.relname::text, t.relkind
        c.condeferrable, c.condeferred, c.convalidated,
        pg_get_constraintdef(c.oid), obj_description(c.oid, 'pg_constraint'),
        t.reltuples::int8, c.conkey::int2[],
-       {delsetcols}
+       {delsetcols},
+       c.conrelid::int8
 FROM pg_constraint c
 JOIN pg_class t ON t.oid = c.conrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -204,16 +205,15 @@ def _fk_query(version_num: int, one: bool) -> sql.Composed:
     return sql.SQL(_FK_QUERY).format(delsetcols=delset, filter=where)
 
 
-def _rows_to_fks(rows: Iterable[tuple[Any, ...]], indexes: Mapping[int, list[tuple[list[int], bool, bool]]],
-                 relids: Mapping[tuple[str, str], int]) -> list[ForeignKey]:
+def _rows_to_fks(rows: Iterable[tuple[Any, ...]],
+                 indexes: Mapping[int, list[tuple[list[int], bool, bool]]]) -> list[ForeignKey]:
     fks = []
     for row in rows:
         (oid, name, schema, table, kind, rschema, rtable, cols, notnull, rcols, deltype, updtype,
-         matchtype, deferrable, deferred, validated, definition, comment, reltuples, conkey, delcols) = row
-        relid = relids.get((schema, table))
+         matchtype, deferrable, deferred, validated, definition, comment, reltuples, conkey, delcols, relid) = row
         indexed = any(
             valid and not partial and list(indkey[: len(conkey)]) == list(conkey)
-            for indkey, valid, partial in indexes.get(relid or -1, [])
+            for indkey, valid, partial in indexes.get(relid, [])
         )
         fks.append(
             ForeignKey(
@@ -242,17 +242,11 @@ def read_foreign_keys(conn: psycopg.Connection[Any], version_num: int,
         _begin_catalog_read(conn)
         cur = conn.execute(_fk_query(version_num, only is not None), list(only) if only else None)
         rows = cur.fetchall()
-        relid_rows = conn.execute(
-            "SELECT DISTINCT n.nspname::text, t.relname::text, t.oid::int8 FROM pg_constraint c "
-            "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
-            "WHERE c.contype = 'f' AND c.conparentid = 0"
-        ).fetchall()
-        relids = {(s, t): o for s, t, o in relid_rows}
-        wanted = sorted({relids[(r[2], r[3])] for r in rows if (r[2], r[3]) in relids})
+        wanted = sorted({r[-1] for r in rows})
         indexes: dict[int, list[tuple[list[int], bool, bool]]] = {}
         for relid, indkey, valid, partial in conn.execute(_INDEX_QUERY, [wanted]).fetchall():
             indexes.setdefault(relid, []).append((list(indkey), valid, partial))
-    return _rows_to_fks(rows, indexes, relids)
+    return _rows_to_fks(rows, indexes)
 
 
 def read_one(conn: psycopg.Connection[Any], version_num: int, schema: str, table: str,

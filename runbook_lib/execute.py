@@ -71,8 +71,25 @@ def run_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         yield
     finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+        try:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+        except psycopg.OperationalError:
+            pass  # the session is gone, and its lock with it
+
+
+def lock_guard(conn: psycopg.Connection[Any]) -> Callable[[], str | None]:
+    """A check, before each FK, that the run still holds its advisory lock (its session is alive)."""
+    def check() -> str | None:
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
+                "AND classid = %s AND objid = %s AND objsubid = 1",
+                [(ADVISORY_LOCK_KEY >> 32) & 0xFFFFFFFF, ADVISORY_LOCK_KEY & 0xFFFFFFFF]).fetchone()
+        except psycopg.Error as exc:
+            return f"the session holding the runbook's advisory lock was lost ({_first_line(exc)})"
+        return None if row and row[0] else "the runbook's advisory lock is no longer held"
+    return check
 
 
 def check_run_lock_free(conn: psycopg.Connection[Any]) -> None:
@@ -110,6 +127,9 @@ class Executor:
         self.backoff = backoff
         self.journal = journal or Journal(None)
         self.sleep = sleep
+        # Tables some other session keeps locked (found when an FK gave up): later FKs that need them
+        # are reported as not done at once instead of stalling the traffic on them again.
+        self.blocked: dict[str, str] = {}
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -173,6 +193,12 @@ class Executor:
                    direction: str, version_num: int) -> StepResult:
         """One FK: check it is as planned, swap it atomically, then validate it separately."""
         result = StepResult(constraint=original.key, direction=direction, status="failed")
+        held = [f"{t[0]}.{t[1]}" for t in (original.child, original.parent) if f"{t[0]}.{t[1]}" in self.blocked]
+        if held:
+            result.error = (f"{original.key}: not attempted, left unchanged: "
+                            + "; ".join(self.blocked[name] for name in held))
+            self.journal.write("skipped", constraint=original.key, error=result.error)
+            return result
         # Written before the swap: if the process dies after the commit, the next run still knows
         # that this FK may be left NOT VALID and validates it.
         self.journal.write("start", constraint=original.key, direction=direction,
@@ -193,8 +219,8 @@ class Executor:
                 conn.execute(statement)
             return "applied"
 
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             outcome = self._in_transaction(result, "swap", swap)
             result.swap_ms = round((time.perf_counter() - started) * 1000, 2)
             result.status = outcome or "applied"
@@ -214,13 +240,33 @@ class Executor:
                 result.validated = True
                 self.journal.write("validated", constraint=original.key)
         except ApplyError as exc:
+            if result.status == "failed":
+                result.swap_ms = round((time.perf_counter() - started) * 1000, 2)
             result.error = str(exc)
             result.sqlstate = exc.sqlstate
-            if result.status != "failed":
-                result.status = "failed"
+            result.status = "failed"
             self.journal.write("failed", constraint=original.key, error=str(exc))
             logger.warning("%s", exc)
+            if exc.sqlstate == "55P03":
+                self._note_blockers(original)
         return result
+
+    def _note_blockers(self, fk: ForeignKey) -> None:
+        """Which of the FK's two tables another session has held for longer than lock_timeout."""
+        try:
+            rows = self.conn.execute(
+                "SELECT DISTINCT n.nspname::text, c.relname::text, a.pid, "
+                "round(extract(epoch FROM now() - a.xact_start))::int FROM pg_locks l "
+                "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.granted AND l.pid <> pg_backend_pid() AND a.xact_start < now() - %s * interval '1 ms' "
+                "AND ((n.nspname = %s AND c.relname = %s) OR (n.nspname = %s AND c.relname = %s))",
+                [self.lock_timeout_ms, fk.schema, fk.table, fk.ref_schema, fk.ref_table]).fetchall()
+        except psycopg.Error:
+            return
+        for schema, table, pid, seconds in rows:
+            name = f"{schema}.{table}"
+            self.blocked.setdefault(name, f"{name} is held by backend pid {pid} (transaction open {seconds} s)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -278,9 +324,20 @@ def _report(progress: Progress | None, index: int, total: int, result: StepResul
                  f"(swap {result.swap_ms} ms, validate {result.validate_ms} ms, {result.attempts} attempt(s))")
 
 
-def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None) -> list[StepResult]:
-    results = []
+Guard = Callable[[], "str | None"]
+
+
+def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
+               guard: Guard | None = None) -> list[StepResult]:
+    results: list[StepResult] = []
     for n, item in enumerate(plan.actions, 1):
+        problem = guard() if guard is not None else None
+        if problem is not None:
+            # Without the lock another run could start: stop, and say what was not done.
+            results.extend(StepResult(constraint=i.fk.key, direction="forward", status="failed",
+                                      error=f"{i.fk.key}: not attempted: {problem}")
+                           for i in plan.actions[n - 1:])
+            break
         results.append(executor.run_change(
             item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
             validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num))
@@ -288,9 +345,16 @@ def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None)
     return results
 
 
-def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = None) -> list[StepResult]:
-    results = []
-    for n, item in enumerate(reversed(plan.changes), 1):
+def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
+                  guard: Guard | None = None) -> list[StepResult]:
+    results: list[StepResult] = []
+    items = list(reversed(plan.changes))
+    for n, item in enumerate(items, 1):
+        problem = guard() if guard is not None else None
+        if problem is not None:
+            results.extend(StepResult(constraint=i.fk.key, direction="reverse", status="failed",
+                                      error=f"{i.fk.key}: not attempted: {problem}") for i in items[n - 1:])
+            break
         results.append(executor.run_change(
             item.fk, expect=_expect_reverse(item), statements=item.reverse(),
             validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num))

@@ -253,7 +253,7 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
             # Indexes first: the validations that follow, and every cascade after, use them.
             built = indexes_mod.create(ctx.connect, wanted_indexes, lock_timeout_ms=ctx.params.lock_timeout_ms,
                                        attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff)
-            results = execute.apply_plan(executor, the_plan, progress)
+            results = execute.apply_plan(executor, the_plan, progress, execute.lock_guard(lock_conn))
     finally:
         executor.close()
         lock_conn.close()
@@ -351,7 +351,7 @@ def rollback(ctx: RunContext, source_run: str | Path,
     start = time.perf_counter()
     try:
         with execute.run_lock(lock_conn):
-            results = execute.rollback_plan(executor, the_plan, progress)
+            results = execute.rollback_plan(executor, the_plan, progress, execute.lock_guard(lock_conn))
     finally:
         executor.close()
         lock_conn.close()

@@ -75,3 +75,29 @@ def test_a_deliberately_not_valid_fk_is_never_validated(make_db: Any, tmp_path: 
     legacy = snap.fk("public.legacy_notes.legacy_notes_user_fk")
     assert legacy is not None and not legacy.validated and legacy.on_delete == "CASCADE"
     assert not steps.plan(again).actions
+
+
+def test_losing_the_advisory_lock_session_stops_the_run_and_says_what_was_not_done(
+        make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    params = validate({"parent_table": "users", "dry_run": False, "backup": {"enabled": False}})
+    ctx = RunContext(params=params, run_dir=tmp_path / "ev" / "r", dsn=dsn)
+    ctx.run_dir.mkdir(parents=True)
+    steps.inspect(ctx)
+    total = len(steps.plan(ctx).actions)
+    lines: list[str] = []
+
+    def kill_lock_holder_after_two(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                              "AND granted AND pid <> pg_backend_pid()")
+
+    outcome = steps.apply(ctx, progress=kill_lock_holder_after_two)
+    done = [r for r in outcome.results if r.status == "applied"]
+    stopped = [r for r in outcome.results if r.status == "failed"]
+    assert len(done) == 2 and len(stopped) == total - 2
+    assert all("advisory lock was lost" in (r.error or "") and r.attempts == 0 for r in stopped)
+    saved = json.loads((ctx.run_dir / "apply_result.json").read_text())
+    assert len(saved["results"]) == total

@@ -120,6 +120,8 @@ class Snapshot:
     foreign_keys: tuple[ForeignKey, ...]
     tables: tuple[TableInfo, ...]
     orphans: Mapping[str, int | None] = field(default_factory=dict)
+    # Leaf partitions of each partitioned referencing table in the deletion set ("schema.table" -> keys).
+    partitions: Mapping[str, tuple[TableKey, ...]] = field(default_factory=dict)
 
     def fk(self, key: str) -> ForeignKey | None:
         for fk in self.foreign_keys:
@@ -142,6 +144,7 @@ class Snapshot:
             "foreign_keys": [fk.to_dict() for fk in self.foreign_keys],
             "tables": [asdict(t) for t in self.tables],
             "orphans": dict(self.orphans),
+            "partitions": {k: [list(t) for t in v] for k, v in self.partitions.items()},
         }
 
     @classmethod
@@ -154,6 +157,7 @@ class Snapshot:
             foreign_keys=tuple(ForeignKey.from_dict(d) for d in data["foreign_keys"]),
             tables=tuple(TableInfo(**t) for t in data["tables"]),
             orphans=dict(data.get("orphans", {})),
+            partitions={k: tuple((t[0], t[1]) for t in v) for k, v in data.get("partitions", {}).items()},
         )
 
 
@@ -272,6 +276,23 @@ def read_tables(conn: psycopg.Connection[Any]) -> list[TableInfo]:
     return [TableInfo(s, n, k, r if r is not None and r >= 0 else None, p) for s, n, k, r, p in rows]
 
 
+_LEAVES_QUERY = """
+WITH RECURSIVE tree AS (
+    SELECT i.inhrelid AS oid FROM pg_inherits i
+    WHERE i.inhparent = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = %s AND c.relname = %s)
+    UNION ALL
+    SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+)
+SELECT n.nspname::text, c.relname::text FROM tree JOIN pg_class c ON c.oid = tree.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' ORDER BY 1, 2
+"""
+
+
+def leaf_partitions(conn: psycopg.Connection[Any], table: TableKey) -> tuple[TableKey, ...]:
+    return tuple((s, t) for s, t in conn.execute(_LEAVES_QUERY, list(table)).fetchall())
+
+
 def count_orphans(conn: psycopg.Connection[Any], fk: ForeignKey) -> int:
     """Rows of a NOT VALID constraint's table that would fail its check today."""
     child = sql.Identifier(fk.schema, fk.table)
@@ -321,13 +342,15 @@ def inspect(conn: psycopg.Connection[Any], parent_schema: str, parent_table: str
             except psycopg.errors.InsufficientPrivilege:
                 # A role that may not read the table cannot count; preflight reports the privileges.
                 orphans[fk.key] = None
+    partitions = {qualname(fk.child): leaf_partitions(conn, fk.child)
+                  for fk in fks if fk.partitioned and fk.parent in dset}
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.rollback()
     logger.info("inspected %d foreign keys, %d tables in the deletion set", len(fks), len(dset))
     return Snapshot(
         server_version_num=ident["server_version_num"], server_version=ident["server_version"],
         database=ident["database"], parent=parent, foreign_keys=tuple(fks), tables=tuple(tables),
-        orphans=orphans,
+        orphans=orphans, partitions=partitions,
     )
 
 

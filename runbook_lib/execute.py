@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -190,8 +190,15 @@ class Executor:
 
     def run_change(self, original: ForeignKey, *, expect: Callable[[ForeignKey], str],
                    statements: list[sql.Composed], validate: sql.Composed | None,
-                   direction: str, version_num: int) -> StepResult:
-        """One FK: check it is as planned, swap it atomically, then validate it separately."""
+                   direction: str, version_num: int,
+                   pre: Sequence[tuple[tuple[str, str], sql.Composed, sql.Composed]] = (),
+                   cleanup: Sequence[sql.Composed] = ()) -> StepResult:
+        """One FK: check it is as planned, swap it atomically, then validate it separately.
+
+        ``pre`` (a partitioned table before PostgreSQL 18): per partition, a NOT VALID copy and its
+        VALIDATE, each in a transaction of its own, before the swap takes them over; ``cleanup`` drops
+        the copies again when the swap cannot be done.
+        """
         result = StepResult(constraint=original.key, direction=direction, status="failed")
         held = [f"{t[0]}.{t[1]}" for t in (original.child, original.parent) if f"{t[0]}.{t[1]}" in self.blocked]
         if held:
@@ -221,6 +228,8 @@ class Executor:
 
         started = time.perf_counter()
         try:
+            if pre:
+                self._prevalidate(result, original, version_num, expect, pre)
             outcome = self._in_transaction(result, "swap", swap)
             result.swap_ms = round((time.perf_counter() - started) * 1000, 2)
             result.status = outcome or "applied"
@@ -249,7 +258,54 @@ class Executor:
             logger.warning("%s", exc)
             if exc.sqlstate == "55P03":
                 self._note_blockers(original)
+            if cleanup:
+                self._cleanup(result, cleanup)
         return result
+
+    def _prevalidate(self, result: StepResult, original: ForeignKey, version_num: int,
+                     expect: Callable[[ForeignKey], str],
+                     pre: Sequence[tuple[tuple[str, str], sql.Composed, sql.Composed]]) -> None:
+        current = read_one(self.conn, version_num, original.schema, original.table, original.name)
+        if current is None or expect(current) != "todo":
+            return  # the swap's own check reports it
+        tmp = render.temporary_name(original)
+
+        def state(conn: psycopg.Connection[Any], leaf: tuple[str, str]) -> bool | None:
+            row = conn.execute(
+                "SELECT c.convalidated FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
+                "JOIN pg_namespace n ON n.oid = t.relnamespace "
+                "WHERE n.nspname = %s AND t.relname = %s AND c.conname = %s", [leaf[0], leaf[1], tmp]).fetchone()
+            return None if row is None else bool(row[0])
+
+        for leaf, add, check in pre:
+            def add_copy(conn: psycopg.Connection[Any], leaf: tuple[str, str] = leaf,
+                         add: sql.Composed = add) -> None:
+                if state(conn, leaf) is None:  # a rerun after a crash finds its copy already there
+                    conn.execute(add)
+
+            def validate_copy(conn: psycopg.Connection[Any], leaf: tuple[str, str] = leaf,
+                              check: sql.Composed = check) -> None:
+                if state(conn, leaf) is False:
+                    conn.execute(check)
+
+            self._in_transaction(result, f"copy on {leaf[0]}.{leaf[1]}", add_copy)
+            started = time.perf_counter()
+            self._in_transaction(result, f"validate copy on {leaf[0]}.{leaf[1]}", validate_copy,
+                                 statement_timeout="0")
+            result.validate_ms = round(result.validate_ms + (time.perf_counter() - started) * 1000, 2)
+        self.journal.write("prevalidated", constraint=original.key, partitions=len(pre))
+
+    def _cleanup(self, result: StepResult, cleanup: Sequence[sql.Composed]) -> None:
+        for statement in cleanup:
+            def drop(conn: psycopg.Connection[Any], statement: sql.Composed = statement) -> None:
+                conn.execute(statement)
+
+            try:
+                self._in_transaction(StepResult(constraint=result.constraint, direction="cleanup",
+                                                status="failed"), "drop copy", drop)
+            except ApplyError as exc:
+                # The FK itself is unchanged; a rerun takes the copy over or drops it.
+                result.error = f"{result.error}; a pre-validated copy was left behind: {exc}"
 
     def _note_blockers(self, fk: ForeignKey) -> None:
         """Which of the FK's two tables another session has held for longer than lock_timeout."""
@@ -340,7 +396,8 @@ def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
             break
         results.append(executor.run_change(
             item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
-            validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num))
+            validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num,
+            pre=item.forward_pre(), cleanup=item.cleanup()))
         _report(progress, n, len(plan.actions), results[-1])
     return results
 
@@ -357,7 +414,8 @@ def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = No
             break
         results.append(executor.run_change(
             item.fk, expect=_expect_reverse(item), statements=item.reverse(),
-            validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num))
+            validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num,
+            pre=item.reverse_pre(), cleanup=item.cleanup()))
         _report(progress, n, len(plan.changes), results[-1])
     return results
 
@@ -366,6 +424,9 @@ def dry_run_statements(plan: Plan) -> list[dict[str, Any]]:
     """What apply would execute, statement by statement, without executing anything."""
     rows = []
     for item in plan.actions:
+        for _leaf, add, check in item.forward_pre():
+            rows.append({"constraint": item.fk.key, "transaction": "partition copy", "sql": render.text(add)})
+            rows.append({"constraint": item.fk.key, "transaction": "validate copy", "sql": render.text(check)})
         for statement in ([] if item.pending_validation else item.forward()):
             rows.append({"constraint": item.fk.key, "transaction": "swap", "sql": render.text(statement)})
         validate = item.forward_validate()

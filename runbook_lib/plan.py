@@ -48,6 +48,8 @@ class PlanItem:
     lock_timeout: str = "2s"
     # Swapped by an interrupted run whose VALIDATE never ran: this run validates it.
     pending_validation: bool = False
+    # Leaf partitions of a partitioned referencing table (for the pre-validated swap before PG 18).
+    partitions: tuple[TableKey, ...] = ()
 
     @property
     def current(self) -> str:
@@ -72,24 +74,58 @@ class PlanItem:
         """Whether apply has anything to do for this FK."""
         return self.change or self.pending_validation
 
+    @property
+    def prevalidate(self) -> bool:
+        """Before PostgreSQL 18 a partitioned table's swap would validate while holding its locks;
+        instead each partition gets a copy validated beforehand, which the swap takes over unscanned."""
+        return self.change and not self.not_valid_swap and self.fk.validated and bool(self.partitions)
+
     def _swap_not_valid(self) -> bool:
         return self.not_valid_swap
 
+    def _pre(self, rule: str, delete_set_columns: tuple[str, ...]) -> list[tuple[TableKey, sql.Composed,
+                                                                                 sql.Composed]]:
+        if not self.prevalidate:
+            return []
+        return [(leaf, render.add_to_partition(self.fk, leaf, rule, delete_set_columns),
+                 render.validate_on_partition(self.fk, leaf)) for leaf in self.partitions]
+
+    def forward_pre(self) -> list[tuple[TableKey, sql.Composed, sql.Composed]]:
+        return self._pre(self.planned, ())
+
+    def reverse_pre(self) -> list[tuple[TableKey, sql.Composed, sql.Composed]]:
+        return self._pre(self.fk.on_delete, self.fk.delete_set_columns)
+
+    def cleanup(self) -> list[sql.Composed]:
+        return [render.drop_from_partition(self.fk, leaf) for leaf in self.partitions] if self.prevalidate else []
+
     def forward(self) -> list[sql.Composed]:
         """The statements of the swap transaction (one ALTER, and the comment it would otherwise lose)."""
-        statements = [render.swap(self.fk, self.planned, not_valid=self._swap_not_valid())]
+        if self.prevalidate:
+            statements = render.swap_over_partitions(self.fk, self.partitions, self.planned)
+        else:
+            statements = [render.swap(self.fk, self.planned, not_valid=self._swap_not_valid())]
         note = render.comment(self.fk)
         if note is not None:
             statements.append(note)
         return statements
+
+    def rehearsal(self) -> list[sql.Composed]:
+        """Every statement of the change, in order, for one transaction that is rolled back."""
+        pre = [s for _leaf, add, check in self.forward_pre() for s in (add, check)]
+        return pre + self.forward()
 
     def forward_validate(self) -> sql.Composed | None:
         return render.validate(self.fk) if self.validate_after else None
 
     def reverse(self) -> list[sql.Composed]:
         """The swap back to the exact original definition (rule, SET NULL column list, validity)."""
-        statements = [render.swap(self.fk, self.fk.on_delete, not_valid=self._swap_not_valid(),
-                                  delete_set_columns=self.fk.delete_set_columns)]
+        if self.prevalidate:
+            statements = render.swap_over_partitions(self.fk, self.partitions, self.fk.on_delete,
+                                                     self.fk.delete_set_columns)
+        else:
+            statements = [render.swap(self.fk, self.fk.on_delete, not_valid=self._swap_not_valid(),
+                                      delete_set_columns=self.fk.delete_set_columns)]
         note = render.comment(self.fk)
         if note is not None:
             statements.append(note)
@@ -117,6 +153,12 @@ class PlanItem:
             return f"VALIDATE only: scans {rows} rows without blocking reads or writes"
         if not self.change:
             return "none: not touched"
+        if self.prevalidate:
+            return (f"PostgreSQL {self.server_version_num // 10000} cannot add a NOT VALID foreign key to a "
+                    f"partitioned table: each of its {len(self.partitions)} partitions first gets a NOT VALID "
+                    f"copy (milliseconds) that VALIDATE scans without blocking reads or writes ({rows} rows in "
+                    f"all); the swap then holds ACCESS EXCLUSIVE on {child}, its partitions and {ref} for "
+                    f"milliseconds and takes the copies over with no scan")
         if not self.not_valid_swap:
             return (f"PostgreSQL {self.server_version_num // 10000} cannot add a NOT VALID foreign key to a "
                     f"partitioned table: the swap validates while it holds ACCESS EXCLUSIVE on {child} and "
@@ -147,6 +189,7 @@ class PlanItem:
             "not_valid_swap": self.not_valid_swap,
             "behaviour": self.behaviour,
             "lock_cost": self.lock_cost,
+            "prevalidate_partitions": [list(p) for p in self.partitions] if self.prevalidate else [],
             "forward": [render.text(s) for s in self.forward()] if self.change else [],
             "forward_validate": render.text(v) if (v := self.forward_validate()) is not None else None,
             "reverse": [render.text(s) for s in self.reverse()] if self.change else [],
@@ -211,6 +254,15 @@ def _script(plan: Plan, *, forward: bool) -> str:
             continue
         statements = item.forward() if forward else item.reverse()
         validate = item.forward_validate() if forward else item.reverse_validate()
+        for _leaf, add, check in (item.forward_pre() if forward else item.reverse_pre()):
+            lines.append("")
+            lines.append(f"-- {item.fk.key}: a pre-validated copy on a partition")
+            lines.append("BEGIN;")
+            lines.append(render.text(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                sql.Literal(_duration_literal(item.lock_timeout)))) + ";")
+            lines.append(render.text(add) + ";")
+            lines.append("COMMIT;")
+            lines.append(render.text(check) + ";")
         lines.append("")
         lines.append(f"-- {item.fk.key}: {item.current if forward else item.planned} -> "
                      f"{item.planned if forward else item.current}")
@@ -313,14 +365,18 @@ def make_plan(snapshot: Snapshot, params: Parameters, pending: Collection[str] =
         if not fk.validated:
             orphans = snapshot.orphans.get(fk.key)
             flags.append(f"NOT VALID, stays not valid ({orphans if orphans is not None else '?'} orphan rows)")
+        leaves = tuple(snapshot.partitions.get(qualname(fk.child), ()))
         if planned != fk.on_delete and fk.partitioned and snapshot.server_version_num < PG_NOT_VALID_ON_PARTITIONED:
-            flags.append("partitioned table before PostgreSQL 18: the swap validates while holding its locks")
+            flags.append("partitioned table before PostgreSQL 18: each partition gets a pre-validated copy "
+                         "that the swap takes over; while the copies exist a delete may follow either rule"
+                         if leaves and fk.validated else
+                         "partitioned table before PostgreSQL 18: the swap validates while holding its locks")
         resume = fk.key in pending and not fk.validated and planned == fk.on_delete
         if resume:
             flags.append("left NOT VALID by an interrupted run: validated now")
         items.append(PlanItem(fk=fk, kind=kind, planned=planned, reason=reason, override=used,
                               flags=tuple(flags), server_version_num=snapshot.server_version_num,
-                              lock_timeout=params.lock_timeout, pending_validation=resume))
+                              lock_timeout=params.lock_timeout, pending_validation=resume, partitions=leaves))
     if errors:
         raise PlanError("; ".join(errors))
     notes = _rule_notes(snapshot, params.rules, used_rules, dset)

@@ -4,6 +4,8 @@ Composables render without a connection, so a plan's SQL is tested offline, text
 """
 from __future__ import annotations
 
+import hashlib
+
 from psycopg import sql
 
 from .catalog import ForeignKey
@@ -53,6 +55,46 @@ def swap(fk: ForeignKey, on_delete: str, *, not_valid: bool,
         name=sql.Identifier(fk.name),
         clause=fk_clause(fk, on_delete, not_valid=not_valid, delete_set_columns=delete_set_columns),
     )
+
+
+def temporary_name(fk: ForeignKey) -> str:
+    """The name of a partition's pre-validated copy: within 63 bytes, unique per FK by a hash."""
+    digest = hashlib.sha256(fk.key.encode()).hexdigest()[:8]
+    head = fk.name.encode()[:45].decode("utf-8", errors="ignore")
+    return f"{head}_rbtmp_{digest}"
+
+
+def add_to_partition(fk: ForeignKey, leaf: tuple[str, str], on_delete: str,
+                     delete_set_columns: tuple[str, ...] = ()) -> sql.Composed:
+    """The FK's copy on one partition, NOT VALID: added in milliseconds, validated later without
+    blocking writes, then taken over by the partitioned table's own constraint."""
+    return sql.SQL("ALTER TABLE {leaf} ADD CONSTRAINT {tmp} {clause}").format(
+        leaf=sql.Identifier(*leaf), tmp=sql.Identifier(temporary_name(fk)),
+        clause=fk_clause(fk, on_delete, not_valid=True, delete_set_columns=delete_set_columns))
+
+
+def validate_on_partition(fk: ForeignKey, leaf: tuple[str, str]) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {leaf} VALIDATE CONSTRAINT {tmp}").format(
+        leaf=sql.Identifier(*leaf), tmp=sql.Identifier(temporary_name(fk)))
+
+
+def drop_from_partition(fk: ForeignKey, leaf: tuple[str, str]) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {leaf} DROP CONSTRAINT IF EXISTS {tmp}").format(
+        leaf=sql.Identifier(*leaf), tmp=sql.Identifier(temporary_name(fk)))
+
+
+def swap_over_partitions(fk: ForeignKey, leaves: tuple[tuple[str, str], ...], on_delete: str,
+                         delete_set_columns: tuple[str, ...] = ()) -> list[sql.Composed]:
+    """One transaction: drop the partitioned table's FK (and its copies), give each pre-validated copy
+    the FK's name, add the FK again: it takes the copies over, with no scan of any partition."""
+    table, name = sql.Identifier(fk.schema, fk.table), sql.Identifier(fk.name)
+    statements = [sql.SQL("ALTER TABLE {table} DROP CONSTRAINT {name}").format(table=table, name=name)]
+    statements += [sql.SQL("ALTER TABLE {leaf} RENAME CONSTRAINT {tmp} TO {name}").format(
+        leaf=sql.Identifier(*leaf), tmp=sql.Identifier(temporary_name(fk)), name=name) for leaf in leaves]
+    statements.append(sql.SQL("ALTER TABLE {table} ADD CONSTRAINT {name} {clause}").format(
+        table=table, name=name,
+        clause=fk_clause(fk, on_delete, not_valid=False, delete_set_columns=delete_set_columns)))
+    return statements
 
 
 def comment(fk: ForeignKey) -> sql.Composed | None:

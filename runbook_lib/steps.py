@@ -407,7 +407,7 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
         setup: list[Any] = []
         if ctx.params.dry_run and rehearse:
-            setup = [s for item in make_plan(snap, ctx.params).changes for s in item.forward()]
+            setup = [s for item in make_plan(snap, ctx.params).changes for s in item.rehearsal()]
         run = testuser.run_test_user(conn, snap, values=settings.get("values") or {},
                                      commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup)
         key_columns = testuser.parent_key_columns(conn, snap.parent)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 
-from runbook_lib import catalog
+from runbook_lib import catalog, render
 from runbook_lib import params as params_mod
 from runbook_lib import plan as plan_mod
 from runbook_lib.catalog import ForeignKey, Snapshot
@@ -119,12 +119,24 @@ def test_partitioned_fk_swap_is_not_valid_only_from_postgresql_18(edge_plan: Pla
         assert "VALIDATE scans" in events.lock_cost
         assert not any("before PostgreSQL 18" in f for f in events.flags)
     else:
-        assert events.not_valid_swap is False
+        # Before 18 the partitioned table cannot take NOT VALID: each partition gets a NOT VALID copy,
+        # validated on its own, which the swap (validated, no NOT VALID) takes over with no scan.
+        assert events.not_valid_swap is False and events.prevalidate is True
         assert events.validate_after is False
-        assert "NOT VALID" not in described["forward"][0]
         assert described["forward_validate"] is None
-        assert "the swap validates while it holds ACCESS EXCLUSIVE" in events.lock_cost
-        assert "partitioned table before PostgreSQL 18: the swap validates while holding its locks" in events.flags
+        assert described["prevalidate_partitions"] == [["public", "events_2025"], ["public", "events_rest"]]
+        assert [text for text in described["forward"]] == [
+            'ALTER TABLE "public"."events" DROP CONSTRAINT "events_user_id_fkey"',
+            'ALTER TABLE "public"."events_2025" RENAME CONSTRAINT "events_user_id_fkey_rbtmp_'
+            + render.temporary_name(events.fk).rsplit("_", 1)[1] + '" TO "events_user_id_fkey"',
+            'ALTER TABLE "public"."events_rest" RENAME CONSTRAINT "' + render.temporary_name(events.fk)
+            + '" TO "events_user_id_fkey"',
+            'ALTER TABLE "public"."events" ADD CONSTRAINT "events_user_id_fkey" FOREIGN KEY ("user_id") '
+            'REFERENCES "public"."users" ("id") ON UPDATE NO ACTION ON DELETE CASCADE']
+        pre = [(leaf, render.text(add), render.text(check)) for leaf, add, check in events.forward_pre()]
+        assert pre[0][1].endswith(" NOT VALID") and "VALIDATE CONSTRAINT" in pre[0][2]
+        assert "takes the copies over with no scan" in events.lock_cost
+        assert any("pre-validated copy" in f for f in events.flags)
 
 
 # ---------------------------------------------------------------- 4. names

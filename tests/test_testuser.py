@@ -51,7 +51,7 @@ def inspect(conn: psycopg.Connection[Any], table: str = "users", schema: str = "
 def plan_ddl(snap: Snapshot) -> list[sql.Composed]:
     the_plan = plan_mod.make_plan(snap, params_mod.validate(
         {"parent_table": snap.parent[1], "parent_schema": snap.parent[0]}))
-    return [s for item in the_plan.changes for s in item.forward()]
+    return [s for item in the_plan.changes for s in item.rehearsal()]
 
 
 def count(conn: psycopg.Connection[Any], query: str, *args: Any) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -22,7 +23,7 @@ from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
 from .errors import CatalogError, ParameterError
-from .evidence import new_run_id, write_manifest
+from .evidence import new_run_id, require_valid, write_manifest
 
 STEPS: dict[str, str] = {
     "preflight": "00_preflight",
@@ -185,8 +186,6 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
 
 def finish(run_dir: Path, result: RunResult, *, params: dict[str, Any], ident: dict[str, Any], dsn: str,
            started: float, kind: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    import json
-
     backup = None
     if (run_dir / "backup.json").exists():
         backup = json.loads((run_dir / "backup.json").read_text())
@@ -212,9 +211,6 @@ def finish(run_dir: Path, result: RunResult, *, params: dict[str, Any], ident: d
 def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
              overrides: list[str] | None = None) -> RunResult:
     """Run 07_rollback against the database, restoring what ``source_run`` changed."""
-    import json
-
-    from .evidence import require_valid
 
     source = Path(source_run).resolve()
     require_valid(source)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,7 +341,6 @@ def rollback(ctx: RunContext, source_run: str | Path,
     the_plan = make_plan(before, ctx.params)
     changed = set(applied_keys(src))
     items = tuple(i for i in the_plan.changes if i.fk.key in changed)
-    from dataclasses import replace
     the_plan = replace(the_plan, items=items)
     ctx.save_text("rollback.sql", the_plan.rollback_script())
     executor = execute.Executor(

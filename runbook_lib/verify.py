@@ -1,7 +1,7 @@
 """Verification: compare the catalog before and after, property by property, against the plan."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .catalog import ForeignKey, Snapshot
@@ -76,8 +76,6 @@ def compare(before: Snapshot, after: Snapshot, expected: Mapping[str, ForeignKey
 
 def expected_after(plan: Plan, applied: Iterable[str]) -> dict[str, ForeignKey]:
     """The state each applied change should have left: the original with the planned rule."""
-    from dataclasses import replace
-
     done = set(applied)
     expected = {}
     for item in plan.actions:

@@ -51,6 +51,8 @@ class ForeignKey:
     child_kind: str = "r"
     indexed: bool = False
     child_rows: int | None = None
+    # The referencing columns' defaults (pg_get_expr text, None where there is none), in column order.
+    column_defaults: tuple[str | None, ...] = ()
 
     @property
     def child(self) -> TableKey:
@@ -93,7 +95,7 @@ class ForeignKey:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ForeignKey":
         values = dict(data)
-        for name in ("columns", "ref_columns", "columns_not_null", "delete_set_columns"):
+        for name in ("columns", "ref_columns", "columns_not_null", "delete_set_columns", "column_defaults"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
@@ -112,6 +114,31 @@ class TableInfo:
 
 
 @dataclass(frozen=True)
+class ReferenceColumn:
+    """A column that looks like a reference to the parent's key but that no foreign key protects."""
+    schema: str
+    table: str
+    column: str
+    type_name: str
+    not_null: bool
+    indexed: bool
+    rows: int | None
+    matched: str
+    existing: int | None = None   # rows whose value is the key of an existing parent row
+    missing: int | None = None    # rows whose value is the key of no parent row
+    sampled: bool = False         # the counts are scaled up from a sample
+    partitioned: bool = False
+
+    @property
+    def child(self) -> TableKey:
+        return (self.schema, self.table)
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     server_version_num: int
     server_version: str
@@ -122,6 +149,12 @@ class Snapshot:
     orphans: Mapping[str, int | None] = field(default_factory=dict)
     # Leaf partitions of each partitioned referencing table in the deletion set ("schema.table" -> keys).
     partitions: Mapping[str, tuple[TableKey, ...]] = field(default_factory=dict)
+    # The parent's key columns (primary key, else a unique NOT NULL key).
+    parent_key: tuple[str, ...] = ()
+    # Columns that look like references to the parent but have no foreign key.
+    references: tuple[ReferenceColumn, ...] = ()
+    # Facts that inform decisions, per FK key (e.g. a sample of rows whose owners differ).
+    facts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def fk(self, key: str) -> ForeignKey | None:
         for fk in self.foreign_keys:
@@ -145,6 +178,9 @@ class Snapshot:
             "tables": [asdict(t) for t in self.tables],
             "orphans": dict(self.orphans),
             "partitions": {k: [list(t) for t in v] for k, v in self.partitions.items()},
+            "parent_key": list(self.parent_key),
+            "references": [asdict(r) for r in self.references],
+            "facts": {k: list(v) for k, v in self.facts.items()},
         }
 
     @classmethod
@@ -158,6 +194,9 @@ class Snapshot:
             tables=tuple(TableInfo(**t) for t in data["tables"]),
             orphans=dict(data.get("orphans", {})),
             partitions={k: tuple((t[0], t[1]) for t in v) for k, v in data.get("partitions", {}).items()},
+            parent_key=tuple(data.get("parent_key", ())),
+            references=tuple(ReferenceColumn(**r) for r in data.get("references", ())),
+            facts={k: tuple(v) for k, v in data.get("facts", {}).items()},
         )
 
 
@@ -175,7 +214,9 @@ SELECT c.oid::int8, c.conname::text, n.nspname::text, t.relname::text, t.relkind
        pg_get_constraintdef(c.oid), obj_description(c.oid, 'pg_constraint'),
        t.reltuples::int8, c.conkey::int2[],
        {delsetcols},
-       c.conrelid::int8
+       c.conrelid::int8,
+       ARRAY(SELECT pg_get_expr(d.adbin, d.adrelid) FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+             LEFT JOIN pg_attrdef d ON d.adrelid = c.conrelid AND d.adnum = k.attnum ORDER BY k.ord)
 FROM pg_constraint c
 JOIN pg_class t ON t.oid = c.conrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -214,7 +255,8 @@ def _rows_to_fks(rows: Iterable[tuple[Any, ...]],
     fks = []
     for row in rows:
         (oid, name, schema, table, kind, rschema, rtable, cols, notnull, rcols, deltype, updtype,
-         matchtype, deferrable, deferred, validated, definition, comment, reltuples, conkey, delcols, relid) = row
+         matchtype, deferrable, deferred, validated, definition, comment, reltuples, conkey, delcols, relid,
+         defaults) = row
         indexed = any(
             valid and not partial and list(indkey[: len(conkey)]) == list(conkey)
             for indkey, valid, partial in indexes.get(relid, [])
@@ -228,6 +270,7 @@ def _rows_to_fks(rows: Iterable[tuple[Any, ...]],
                 validated=validated, definition=definition, comment=comment,
                 delete_set_columns=tuple(delcols or ()), child_kind=kind, indexed=indexed,
                 child_rows=reltuples if reltuples is not None and reltuples >= 0 else None,
+                column_defaults=tuple(defaults or ()),
             )
         )
     return fks
@@ -246,7 +289,7 @@ def read_foreign_keys(conn: psycopg.Connection[Any], version_num: int,
         _begin_catalog_read(conn)
         cur = conn.execute(_fk_query(version_num, only is not None), list(only) if only else None)
         rows = cur.fetchall()
-        wanted = sorted({r[-1] for r in rows})
+        wanted = sorted({r[-2] for r in rows})
         indexes: dict[int, list[tuple[list[int], bool, bool]]] = {}
         for relid, indkey, valid, partial in conn.execute(_INDEX_QUERY, [wanted]).fetchall():
             indexes.setdefault(relid, []).append((list(indkey), valid, partial))
@@ -291,6 +334,28 @@ JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' ORDER BY 1, 
 
 def leaf_partitions(conn: psycopg.Connection[Any], table: TableKey) -> tuple[TableKey, ...]:
     return tuple((s, t) for s, t in conn.execute(_LEAVES_QUERY, list(table)).fetchall())
+
+
+_KEY_QUERY = """
+SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord),
+       i.indisprimary,
+       bool_and(a.attnotnull)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+GROUP BY i.indexrelid, i.indkey, i.indnkeyatts, i.indisprimary
+ORDER BY i.indisprimary DESC, array_length(i.indkey, 1), i.indexrelid
+"""
+
+
+def parent_key(conn: psycopg.Connection[Any], table: TableKey) -> tuple[str, ...]:
+    """The table's primary key, else its first unique key of NOT NULL columns: how a user is named."""
+    for columns, primary, not_null in conn.execute(_KEY_QUERY, list(table)).fetchall():
+        if primary or not_null:
+            return tuple(columns)
+    return ()
 
 
 def count_orphans(conn: psycopg.Connection[Any], fk: ForeignKey) -> int:
@@ -344,13 +409,14 @@ def inspect(conn: psycopg.Connection[Any], parent_schema: str, parent_table: str
                 orphans[fk.key] = None
     partitions = {qualname(fk.child): leaf_partitions(conn, fk.child)
                   for fk in fks if fk.partitioned and fk.parent in dset}
+    key = parent_key(conn, parent)
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.rollback()
     logger.info("inspected %d foreign keys, %d tables in the deletion set", len(fks), len(dset))
     return Snapshot(
         server_version_num=ident["server_version_num"], server_version=ident["server_version"],
         database=ident["database"], parent=parent, foreign_keys=tuple(fks), tables=tuple(tables),
-        orphans=orphans, partitions=partitions,
+        orphans=orphans, partitions=partitions, parent_key=key,
     )
 
 

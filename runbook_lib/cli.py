@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="embedded PostgreSQL + demo schema + full run")
     demo.add_argument("--evidence-dir", default="evidence")
-    demo.add_argument("--schema", default="health", choices=["health", "qa"])
+    demo.add_argument("--schema", default="health", choices=["health", "qa", "board"])
 
     ver = sub.add_parser("verify-evidence", help="check every hash in a run folder's manifest")
     ver.add_argument("run_dir")
@@ -129,7 +129,19 @@ def _report(result: "object") -> int:
         print(main_stream_line(result))
         return EXIT_OK
     print(f"runbook: {main_stream_line(result)}", file=sys.stderr)
+    for line in open_decisions(result.run_dir):
+        print(f"runbook: {line}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def open_decisions(run_dir: Path) -> list[str]:
+    """The plan's open decisions, one line each (what stopped the run, and the rules that close them)."""
+    import json
+
+    plan = run_dir / "plan.json"
+    if not plan.is_file():
+        return []
+    return [str(line) for line in json.loads(plan.read_text(encoding="utf-8")).get("decisions", [])]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {
     "health": ("demo_health", ROOT / "demo" / "health_app.sql", ROOT / "parameters" / "demo_health.yaml"),
     "qa": ("demo_qa", ROOT / "demo" / "qa_marketplace.sql", ROOT / "parameters" / "demo_qa.yaml"),
+    "board": ("demo_board", ROOT / "demo" / "image_board.sql", ROOT / "parameters" / "demo_board.yaml"),
 }
 
 

@@ -23,13 +23,15 @@ from psycopg import sql
 from . import logger, render
 from .catalog import ForeignKey, read_one
 from .errors import ApplyError, PreflightFailed
-from .plan import Plan, PlanItem
+from .plan import GhostRow, Plan, PlanItem
 
 # Two runs of the runbook against one database must never overlap: one advisory lock key for all.
 ADVISORY_LOCK_KEY = 0x6361736361646501
 MAX_BACKOFF_SECONDS = 30.0
 
 Connector = Callable[[], psycopg.Connection[Any]]
+# What a constraint's current state means for a change: todo | done | changed | missing.
+Expect = Callable[[ForeignKey | None], str]
 
 
 @dataclass
@@ -188,7 +190,7 @@ class Executor:
                                  constraint=result.constraint, sqlstate=exc.sqlstate) from None
         raise AssertionError("unreachable")
 
-    def run_change(self, original: ForeignKey, *, expect: Callable[[ForeignKey], str],
+    def run_change(self, original: ForeignKey, *, expect: Expect,
                    statements: list[sql.Composed], validate: sql.Composed | None,
                    direction: str, version_num: int,
                    pre: Sequence[tuple[tuple[str, str], sql.Composed, sql.Composed]] = (),
@@ -213,15 +215,16 @@ class Executor:
 
         def swap(conn: psycopg.Connection[Any]) -> str:
             current = read_one(conn, version_num, original.schema, original.table, original.name)
-            if current is None:
-                raise ApplyError(f"{original.key}: the constraint no longer exists; nothing done",
-                                 constraint=original.key)
             state = expect(current)
             if state == "done":
                 return "already"
+            if current is None and state != "todo":
+                raise ApplyError(f"{original.key}: the constraint no longer exists; nothing done",
+                                 constraint=original.key)
             if state != "todo":
-                raise ApplyError(f"{original.key}: changed since it was inspected ({current.definition}); "
-                                 "left as it is", constraint=original.key)
+                what = current.definition if current is not None else "missing"
+                raise ApplyError(f"{original.key}: changed since it was inspected ({what}); left as it is",
+                                 constraint=original.key)
             for statement in statements:
                 conn.execute(statement)
             return "applied"
@@ -263,10 +266,10 @@ class Executor:
         return result
 
     def _prevalidate(self, result: StepResult, original: ForeignKey, version_num: int,
-                     expect: Callable[[ForeignKey], str],
+                     expect: Expect,
                      pre: Sequence[tuple[tuple[str, str], sql.Composed, sql.Composed]]) -> None:
         current = read_one(self.conn, version_num, original.schema, original.table, original.name)
-        if current is None or expect(current) != "todo":
+        if expect(current) != "todo":
             return  # the swap's own check reports it
         tmp = render.temporary_name(original)
 
@@ -307,6 +310,29 @@ class Executor:
                 # The FK itself is unchanged; a rerun takes the copy over or drops it.
                 result.error = f"{result.error}; a pre-validated copy was left behind: {exc}"
 
+    def ensure_ghost(self, ghost: "GhostRow") -> StepResult:
+        """The ghost row, inserted under lock_timeout unless it exists; then proven to exist."""
+        where = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Literal(v))
+                                      for c, v in ghost.key.items())
+        exists = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(*ghost.parent), where)
+        label = f"{ghost.parent[0]}.{ghost.parent[1]} ghost row"
+        result = StepResult(constraint=label, direction="ghost", status="failed")
+
+        def insert(conn: psycopg.Connection[Any]) -> str:
+            conn.execute(ghost.statement())
+            row = conn.execute(exists).fetchone()
+            if not row or not row[0]:
+                raise ApplyError(f"{label}: not there after the insert", constraint=label)
+            return "applied"
+
+        self.journal.write("ghost", constraint=label, key={k: str(v) for k, v in ghost.key.items()})
+        try:
+            result.status = self._in_transaction(result, "ghost row", insert) or "applied"
+        except ApplyError as exc:
+            result.error, result.sqlstate = str(exc), exc.sqlstate
+            logger.warning("%s", exc)
+        return result
+
     def _note_blockers(self, fk: ForeignKey) -> None:
         """Which of the FK's two tables another session has held for longer than lock_timeout."""
         try:
@@ -330,20 +356,24 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _expect_forward(item: PlanItem) -> Callable[[ForeignKey], str]:
-    def check(current: ForeignKey) -> str:
+def _expect_forward(item: PlanItem) -> Expect:
+    def check(current: ForeignKey | None) -> str:
+        if current is None:
+            return "todo" if item.adds else "missing"
         if current.on_delete == item.planned and current.same_shape(item.fk):
             return "done"
-        if current.definition == item.fk.definition and current.comment == item.fk.comment:
+        if not item.adds and current.definition == item.fk.definition and current.comment == item.fk.comment:
             return "todo"
         return "changed"
     return check
 
 
-def _expect_reverse(item: PlanItem) -> Callable[[ForeignKey], str]:
-    def check(current: ForeignKey) -> str:
+def _expect_reverse(item: PlanItem) -> Expect:
+    def check(current: ForeignKey | None) -> str:
+        if current is None:
+            return "done" if item.adds else "missing"
         # Validity is left out on purpose: a swap back whose VALIDATE did not run yet is done but for it.
-        if (current.on_delete == item.fk.on_delete and current.same_shape(item.fk)
+        if (not item.adds and current.on_delete == item.fk.on_delete and current.same_shape(item.fk)
                 and current.delete_set_columns == item.fk.delete_set_columns):
             return "done"
         if current.on_delete == item.planned and current.same_shape(item.fk):
@@ -386,6 +416,15 @@ Guard = Callable[[], "str | None"]
 def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
                guard: Guard | None = None) -> list[StepResult]:
     results: list[StepResult] = []
+    if plan.decisions:
+        raise ApplyError("apply refused: the plan has open decisions: " + "; ".join(plan.decision_lines()))
+    if plan.ghost_row is not None and any(i.ghost_defaults for i in plan.actions):
+        ghost = executor.ensure_ghost(plan.ghost_row)
+        if ghost.status == "failed":
+            return [ghost] + [StepResult(constraint=i.fk.key, direction="forward", status="failed",
+                                         error=f"{i.fk.key}: not attempted: the ghost row could not be made")
+                              for i in plan.actions]
+        results.append(ghost)
     for n, item in enumerate(plan.actions, 1):
         problem = guard() if guard is not None else None
         if problem is not None:

@@ -1,200 +1,47 @@
 """Planning: which rule each foreign key gets, and why. Pure computation over a snapshot.
 
-Policy (see the design): an FK on a shortest path to the parent is an ownership edge and becomes
-CASCADE; the parent's own self-reference never does; other edges into the deletion set (cross edges)
-get the least surprising rule that still lets the parent's delete succeed; a ``rules`` override wins.
+``make_plan`` classifies every edge into the deletion set (``classify``), asks the policy for its rule
+(``policy``), applies the parameters' ``rules`` (an override always wins), leaves alone what a user's
+delete never reaches, and adds the opt-in FKs on reference columns no constraint protected. What the
+catalog cannot decide is an open *decision*: the plan lists it, and apply refuses to run until a rule
+closes it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Mapping
 
 from psycopg import sql
 
 from . import render
-from .catalog import ForeignKey, Snapshot, TableKey, qualname
+from .catalog import ForeignKey, ReferenceColumn, Snapshot, TableKey, qualname
+from .classify import AMBIGUOUS, CROSS, OWNERSHIP, REFERENCE, SELF_REFERENCE, SHARED, EdgeClass, Vocabulary, classify
 from .errors import PlanError
-from .graph import deletion_set, is_ownership
+from .graph import deletion_set
+from .indexes import index_name
 from .params import Parameters, parse_duration
+from .plan_items import ADDED, PG_NOT_VALID_ON_PARTITIONED, PlanItem
+from .policy import Context, Verdict, decide
 
-PG_NOT_VALID_ON_PARTITIONED = 180000
+__all__ = ["ADDED", "AMBIGUOUS", "CROSS", "NOT_REACHED", "OWNERSHIP", "REFERENCE", "SELF_REFERENCE", "SHARED", "GhostRow",
+           "Plan", "PlanItem", "make_plan"]
 
-OWNERSHIP = "ownership"
-SELF_REFERENCE = "parent self-reference"
-CROSS = "cross edge"
-
-
-def _phrase(fk: ForeignKey, rule: str, delete_set_columns: tuple[str, ...] = ()) -> str:
-    child = qualname(fk.child)
-    cols = ", ".join(delete_set_columns or fk.columns)
-    return {
-        "NO ACTION": f"fails while rows of {child} still reference it (checked at the end of the statement)",
-        "RESTRICT": f"fails at once while rows of {child} still reference it",
-        "CASCADE": f"also deletes the rows of {child} that reference it",
-        "SET NULL": f"keeps the referencing rows of {child} and sets their {cols} to NULL",
-        "SET DEFAULT": f"keeps the referencing rows of {child} and sets their {cols} to the column default",
-    }[rule]
+NOT_REACHED = "not reached"
 
 
 @dataclass(frozen=True)
-class PlanItem:
-    fk: ForeignKey
-    kind: str
-    planned: str
-    reason: str
-    override: str | None
-    flags: tuple[str, ...]
-    server_version_num: int
-    lock_timeout: str = "2s"
-    # Swapped by an interrupted run whose VALIDATE never ran: this run validates it.
-    pending_validation: bool = False
-    # Leaf partitions of a partitioned referencing table (for the pre-validated swap before PG 18).
-    partitions: tuple[TableKey, ...] = ()
+class GhostRow:
+    """The placeholder parent row that ``ghost`` rules reassign rows to; created when missing."""
+    parent: TableKey
+    key: Mapping[str, Any]
+    values: Mapping[str, Any]
 
-    @property
-    def current(self) -> str:
-        return self.fk.on_delete
-
-    @property
-    def change(self) -> bool:
-        return self.planned != self.current
-
-    @property
-    def not_valid_swap(self) -> bool:
-        """Before PostgreSQL 18 a partitioned table cannot take a NOT VALID foreign key."""
-        return not (self.fk.partitioned and self.server_version_num < PG_NOT_VALID_ON_PARTITIONED)
-
-    @property
-    def validate_after(self) -> bool:
-        """A NOT VALID constraint stays not valid; a valid one is validated in its own transaction."""
-        return (self.change and self.not_valid_swap and self.fk.validated) or self.pending_validation
-
-    @property
-    def action(self) -> bool:
-        """Whether apply has anything to do for this FK."""
-        return self.change or self.pending_validation
-
-    @property
-    def prevalidate(self) -> bool:
-        """Before PostgreSQL 18 a partitioned table's swap would validate while holding its locks;
-        instead each partition gets a copy validated beforehand, which the swap takes over unscanned."""
-        return self.change and not self.not_valid_swap and self.fk.validated and bool(self.partitions)
-
-    def _swap_not_valid(self) -> bool:
-        return self.not_valid_swap
-
-    def _pre(self, rule: str, delete_set_columns: tuple[str, ...]) -> list[tuple[TableKey, sql.Composed,
-                                                                                 sql.Composed]]:
-        if not self.prevalidate:
-            return []
-        return [(leaf, render.add_to_partition(self.fk, leaf, rule, delete_set_columns),
-                 render.validate_on_partition(self.fk, leaf)) for leaf in self.partitions]
-
-    def forward_pre(self) -> list[tuple[TableKey, sql.Composed, sql.Composed]]:
-        return self._pre(self.planned, ())
-
-    def reverse_pre(self) -> list[tuple[TableKey, sql.Composed, sql.Composed]]:
-        return self._pre(self.fk.on_delete, self.fk.delete_set_columns)
-
-    def cleanup(self) -> list[sql.Composed]:
-        return [render.drop_from_partition(self.fk, leaf) for leaf in self.partitions] if self.prevalidate else []
-
-    def forward(self) -> list[sql.Composed]:
-        """The statements of the swap transaction (one ALTER, and the comment it would otherwise lose)."""
-        if self.prevalidate:
-            statements = render.swap_over_partitions(self.fk, self.partitions, self.planned)
-        else:
-            statements = [render.swap(self.fk, self.planned, not_valid=self._swap_not_valid())]
-        note = render.comment(self.fk)
-        if note is not None:
-            statements.append(note)
-        return statements
-
-    def rehearsal(self) -> list[sql.Composed]:
-        """Every statement of the change, in order, for one transaction that is rolled back."""
-        pre = [s for _leaf, add, check in self.forward_pre() for s in (add, check)]
-        return pre + self.forward()
-
-    def forward_validate(self) -> sql.Composed | None:
-        return render.validate(self.fk) if self.validate_after else None
-
-    def reverse(self) -> list[sql.Composed]:
-        """The swap back to the exact original definition (rule, SET NULL column list, validity)."""
-        if self.prevalidate:
-            statements = render.swap_over_partitions(self.fk, self.partitions, self.fk.on_delete,
-                                                     self.fk.delete_set_columns)
-        else:
-            statements = [render.swap(self.fk, self.fk.on_delete, not_valid=self._swap_not_valid(),
-                                      delete_set_columns=self.fk.delete_set_columns)]
-        note = render.comment(self.fk)
-        if note is not None:
-            statements.append(note)
-        return statements
-
-    def reverse_validate(self) -> sql.Composed | None:
-        # The original was validated (or it stays NOT VALID): the swap back validates the same way.
-        return render.validate(self.fk) if (self.change and self.not_valid_swap and self.fk.validated) else None
-
-    @property
-    def behaviour(self) -> str:
-        ref = qualname(self.fk.parent)
-        now = _phrase(self.fk, self.current, self.fk.delete_set_columns)
-        if self.pending_validation:
-            return f"rule already {self.planned}; an interrupted run left it NOT VALID: VALIDATE only"
-        if not self.change:
-            return f"unchanged: deleting a row of {ref} {now}"
-        return f"before: deleting a row of {ref} {now}; after: it {_phrase(self.fk, self.planned)}"
-
-    @property
-    def lock_cost(self) -> str:
-        child, ref = qualname(self.fk.child), qualname(self.fk.parent)
-        rows = "an unknown number of" if self.fk.child_rows is None else f"~{self.fk.child_rows:,}"
-        if self.pending_validation:
-            return f"VALIDATE only: scans {rows} rows without blocking reads or writes"
-        if not self.change:
-            return "none: not touched"
-        if self.prevalidate:
-            return (f"PostgreSQL {self.server_version_num // 10000} cannot add a NOT VALID foreign key to a "
-                    f"partitioned table: each of its {len(self.partitions)} partitions first gets a NOT VALID "
-                    f"copy (milliseconds) that VALIDATE scans without blocking reads or writes ({rows} rows in "
-                    f"all); the swap then holds ACCESS EXCLUSIVE on {child}, its partitions and {ref} for "
-                    f"milliseconds and takes the copies over with no scan")
-        if not self.not_valid_swap:
-            return (f"PostgreSQL {self.server_version_num // 10000} cannot add a NOT VALID foreign key to a "
-                    f"partitioned table: the swap validates while it holds ACCESS EXCLUSIVE on {child} and "
-                    f"{ref}, so reads and writes of both wait for a scan of {rows} rows "
-                    f"(each attempt bounded by lock_timeout {self.lock_timeout} only while waiting)")
-        swap = (f"ACCESS EXCLUSIVE on {child} and {ref} for the swap only (no scan, milliseconds; "
-                f"waiting bounded by lock_timeout {self.lock_timeout}, then retried)")
-        if self.validate_after:
-            return swap + f"; then VALIDATE scans {rows} rows without blocking reads or writes"
-        return swap + "; stays NOT VALID as before, no scan"
+    def statement(self) -> sql.Composed:
+        return render.insert_ghost(self.parent, self.key, self.values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "constraint": self.fk.key,
-            "table": qualname(self.fk.child),
-            "name": self.fk.name,
-            "references": qualname(self.fk.parent),
-            "columns": list(self.fk.columns),
-            "kind": self.kind,
-            "current": self.current,
-            "planned": self.planned,
-            "change": self.change,
-            "pending_validation": self.pending_validation,
-            "override": self.override,
-            "reason": self.reason,
-            "flags": list(self.flags),
-            "validate_after": self.validate_after,
-            "not_valid_swap": self.not_valid_swap,
-            "behaviour": self.behaviour,
-            "lock_cost": self.lock_cost,
-            "prevalidate_partitions": [list(p) for p in self.partitions] if self.prevalidate else [],
-            "forward": [render.text(s) for s in self.forward()] if self.change else [],
-            "forward_validate": render.text(v) if (v := self.forward_validate()) is not None else None,
-            "reverse": [render.text(s) for s in self.reverse()] if self.change else [],
-            "reverse_validate": render.text(v) if (v := self.reverse_validate()) is not None else None,
-        }
+        return {"parent": list(self.parent), "key": dict(self.key), "values": dict(self.values),
+                "sql": render.text(self.statement())}
 
 
 @dataclass(frozen=True)
@@ -204,6 +51,10 @@ class Plan:
     items: tuple[PlanItem, ...]
     notes: tuple[str, ...]
     deletion_set: Mapping[TableKey, int]
+    ghost_row: GhostRow | None = None
+    classes: Mapping[str, EdgeClass] = field(default_factory=dict)
+    # Sampled facts per FK key (from the inspection): whose rows meet at edges the catalog cannot judge.
+    facts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def changes(self) -> tuple[PlanItem, ...]:
@@ -215,11 +66,20 @@ class Plan:
         """Everything apply does: the changes, and validations an interrupted run left pending."""
         return tuple(i for i in self.items if i.action)
 
+    @property
+    def decisions(self) -> tuple[PlanItem, ...]:
+        """Open questions: until a rule closes each, apply refuses to run."""
+        return tuple(i for i in self.items if i.open)
+
+    def decision_lines(self) -> list[str]:
+        """One line per open decision: table, columns and the rules that close it."""
+        return [f"decision needed: {qualname(i.fk.child)}.{', '.join(i.fk.columns)} -> {qualname(i.fk.parent)} "
+                f"({i.fk.name}): {i.decision.question}; close it with rules: "
+                f"{{{_rule_key(i.fk)}: {' | '.join(i.decision.rules)}}}"
+                for i in self.decisions if i.decision is not None]
+
     def item(self, key: str) -> PlanItem | None:
-        for i in self.items:
-            if i.fk.key == key:
-                return i
-        return None
+        return next((i for i in self.items if i.fk.key == key), None)
 
     def forward_script(self) -> str:
         return _script(self, forward=True)
@@ -234,8 +94,37 @@ class Plan:
             "deletion_set": [{"table": qualname(t), "distance": d} for t, d in sorted(
                 self.deletion_set.items(), key=lambda kv: (kv[1], kv[0]))],
             "notes": list(self.notes),
+            "decisions": self.decision_lines(),
+            "ghost_row": self.ghost_row.to_dict() if self.ghost_row else None,
             "items": [i.to_dict() for i in self.items],
         }
+
+
+def _rule_key(fk: ForeignKey) -> str:
+    return f"{fk.table}.{fk.columns[0]}" if len(fk.columns) == 1 else fk.name
+
+
+def _lock_line(item: PlanItem) -> str:
+    seconds = parse_duration(item.lock_timeout)
+    return render.text(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(round(seconds * 1000))}ms"))) + ";"
+
+
+def _script_item(item: PlanItem, forward: bool) -> list[str]:
+    if item.pending_validation and forward:
+        return ["", f"-- {item.fk.key}: validate (left NOT VALID by an interrupted run)",
+                render.text(render.validate(item.fk)) + ";"]
+    lines: list[str] = []
+    for _leaf, add, check in (item.forward_pre() if forward else item.reverse_pre()):
+        lines += ["", f"-- {item.fk.key}: a pre-validated copy on a partition", "BEGIN;", _lock_line(item),
+                  render.text(add) + ";", "COMMIT;", render.text(check) + ";"]
+    before, after = (item.current, item.planned) if forward else (item.planned, item.current)
+    lines += ["", f"-- {item.fk.key}: {before} -> {after}", "BEGIN;", _lock_line(item)]
+    lines += [render.text(s) + ";" for s in (item.forward() if forward else item.reverse())]
+    lines.append("COMMIT;")
+    validate = item.forward_validate() if forward else item.reverse_validate()
+    if validate is not None:
+        lines.append(render.text(validate) + ";")
+    return lines
 
 
 def _script(plan: Plan, *, forward: bool) -> str:
@@ -243,162 +132,265 @@ def _script(plan: Plan, *, forward: bool) -> str:
     lines = [f"-- cascade runbook {title} script for parent {qualname(plan.parent)}",
              "-- One transaction per foreign key; each swap is a single atomic ALTER TABLE.",
              "-- Run each block on its own; keep lock_timeout short and retry on SQLSTATE 55P03."]
+    for line in plan.decision_lines():
+        lines.append(f"-- NOT APPLIED until decided: {line}")
     items = plan.actions if forward else plan.changes
+    if forward and plan.ghost_row is not None and items:
+        lines += ["", "-- the ghost row that ghost rules reassign rows to (kept if it exists)",
+                  render.text(plan.ghost_row.statement()) + ";"]
     if not items:
         lines.append("-- nothing to change")
     for item in items:
-        if item.pending_validation and forward:
-            lines.append("")
-            lines.append(f"-- {item.fk.key}: validate (left NOT VALID by an interrupted run)")
-            lines.append(render.text(render.validate(item.fk)) + ";")
-            continue
-        statements = item.forward() if forward else item.reverse()
-        validate = item.forward_validate() if forward else item.reverse_validate()
-        for _leaf, add, check in (item.forward_pre() if forward else item.reverse_pre()):
-            lines.append("")
-            lines.append(f"-- {item.fk.key}: a pre-validated copy on a partition")
-            lines.append("BEGIN;")
-            lines.append(render.text(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                sql.Literal(_duration_literal(item.lock_timeout)))) + ";")
-            lines.append(render.text(add) + ";")
-            lines.append("COMMIT;")
-            lines.append(render.text(check) + ";")
-        lines.append("")
-        lines.append(f"-- {item.fk.key}: {item.current if forward else item.planned} -> "
-                     f"{item.planned if forward else item.current}")
-        lines.append("BEGIN;")
-        lines.append(render.text(sql.SQL("SET LOCAL lock_timeout = {}").format(
-            sql.Literal(_duration_literal(item.lock_timeout)))) + ";")
-        lines.extend(render.text(s) + ";" for s in statements)
-        lines.append("COMMIT;")
-        if validate is not None:
-            lines.append(render.text(validate) + ";")
+        lines += _script_item(item, forward)
+    if not forward and plan.ghost_row is not None and items:
+        lines += ["", "-- the ghost row is left in place: rows reassigned to it may still reference it"]
     return "\n".join(lines) + "\n"
 
 
-def _duration_literal(text: str) -> str:
-    return f"{int(round(parse_duration(text) * 1000))}ms"
+# ---------------------------------------------------------------- overrides
 
 
-def _cross_edge_rule(fk: ForeignKey) -> tuple[str, str, tuple[str, ...]]:
-    """The least surprising rule for a cross edge that still lets the parent's delete succeed."""
-    child, ref = qualname(fk.child), qualname(fk.parent)
-    cascade_would = (f"CASCADE here would also delete rows of {child} that point at a deleted {ref} row, "
-                     f"even rows owned by another {ref} owner")
-    if fk.on_delete in ("CASCADE", "SET NULL", "SET DEFAULT"):
-        return fk.on_delete, f"cross edge; the current {fk.on_delete} already lets the delete succeed. " \
-                             + cascade_would, ()
-    if fk.nullable:
-        return "SET NULL", (f"cross edge with nullable {', '.join(fk.columns)}: SET NULL lets the delete "
-                            f"succeed and keeps the referencing rows. " + cascade_would), ()
-    # NO ACTION and RESTRICT are checked when the query that deleted the referenced row ends, so a
-    # referencing row that the same cascade deletes may still block, depending on trigger order
-    # (tests/test_testuser.py pins this down). Only CASCADE lets the delete succeed in every order.
-    return "CASCADE", (f"cross edge with NOT NULL {', '.join(fk.columns)}: NO ACTION or RESTRICT can block "
-                       f"the owner's delete even when the referencing row is deleted by the same cascade "
-                       f"(it depends on trigger order); CASCADE cannot. " + cascade_would), (
-        f"policy change: {fk.on_delete} on a NOT NULL cross edge becomes CASCADE; set a rule to keep it",
-        "rows of another owner pointing here are deleted with it")
+def _override_keys(fk: ForeignKey) -> list[str]:
+    """Most specific first: constraint name, schema.table.column, table.column, schema.table, table."""
+    keys = [fk.name]
+    if len(fk.columns) == 1:
+        keys += [f"{fk.schema}.{fk.table}.{fk.columns[0]}", f"{fk.table}.{fk.columns[0]}"]
+    return keys + [f"{fk.schema}.{fk.table}", fk.table]
 
 
 def _override_for(fk: ForeignKey, rules: Mapping[str, str]) -> tuple[str, str] | None:
-    for key in (fk.name, f"{fk.schema}.{fk.table}", fk.table):
-        if key in rules:
-            return key, rules[key]
-    return None
+    return next(((k, rules[k]) for k in _override_keys(fk) if k in rules), None)
 
 
-def make_plan(snapshot: Snapshot, params: Parameters, pending: Collection[str] = ()) -> Plan:
-    """``pending``: FK keys an interrupted run swapped without validating (see execute.pending_validations)."""
-    parent = snapshot.parent
-    dset = deletion_set(snapshot.foreign_keys, parent)
-    items: list[PlanItem] = []
-    used_rules: set[str] = set()
-    errors: list[str] = []
-    for fk in snapshot.foreign_keys:
-        if fk.parent not in dset:
-            continue  # outside the deletion set: never touched
-        flags: list[str] = []
-        if fk.child == parent and fk.parent == parent:
-            kind = SELF_REFERENCE
-            if fk.on_delete in ("SET NULL", "SET DEFAULT"):
-                planned, reason = fk.on_delete, "self-reference on the parent; already keeps the other rows"
-            elif fk.nullable:
-                planned, reason = "SET NULL", ("self-reference on the parent: CASCADE would delete other "
-                                               f"{qualname(parent)} rows; SET NULL keeps them")
-            else:
-                planned, reason = fk.on_delete, ("self-reference on the parent with NOT NULL "
-                                                 f"{', '.join(fk.columns)}: left alone")
-                flags.append("self-reference left alone: deleting a referenced row fails while it is referenced")
-        elif is_ownership(fk, dset):
-            kind = OWNERSHIP
-            if fk.on_delete in ("SET NULL", "SET DEFAULT"):
-                planned = fk.on_delete
-                reason = (f"ownership edge whose {fk.on_delete} already lets the delete succeed and keeps the "
-                          f"rows on purpose; set a rule to CASCADE to delete them instead")
-                flags.append(f"kept {fk.on_delete}: these rows outlive the owner")
-            else:
-                planned = "CASCADE"
-                reason = f"ownership edge (distance {dset[fk.child]} from {qualname(parent)})"
-                if fk.on_delete == "RESTRICT":
-                    flags.append("policy change: explicit RESTRICT converted to CASCADE")
-        else:
-            kind = CROSS
-            planned, reason, extra = _cross_edge_rule(fk)
-            flags.extend(extra)
-        override = _override_for(fk, params.rules)
-        used = None
-        if override is not None:
-            used, rule = override
-            used_rules.add(used)
-            if rule != "keep" and rule != planned:
-                flags.append(f"override: policy said {planned}")
-            planned = fk.on_delete if rule == "keep" else rule
-            reason = f"override from rules[{used!r}] = {rule}"
-            if kind == SELF_REFERENCE and planned == "CASCADE":
-                errors.append(f"rules[{used!r}] asks CASCADE on {fk.key}, a self-reference of the parent: "
-                              "a delete would remove other parent rows; refused")
-        if planned == "SET NULL" and planned != fk.on_delete and not fk.nullable:
-            errors.append(f"{fk.key} cannot be SET NULL: column(s) {', '.join(fk.columns)} are NOT NULL")
-        if planned != fk.on_delete and not fk.indexed:
-            flags.append("referencing columns not indexed: each delete scans the table")
-        if not fk.validated:
-            orphans = snapshot.orphans.get(fk.key)
-            flags.append(f"NOT VALID, stays not valid ({orphans if orphans is not None else '?'} orphan rows)")
-        leaves = tuple(snapshot.partitions.get(qualname(fk.child), ()))
-        if planned != fk.on_delete and fk.partitioned and snapshot.server_version_num < PG_NOT_VALID_ON_PARTITIONED:
-            flags.append("partitioned table before PostgreSQL 18: each partition gets a pre-validated copy "
-                         "that the swap takes over; while the copies exist a delete may follow either rule"
-                         if leaves and fk.validated else
-                         "partitioned table before PostgreSQL 18: the swap validates while holding its locks")
-        resume = fk.key in pending and not fk.validated and planned == fk.on_delete
-        if resume:
-            flags.append("left NOT VALID by an interrupted run: validated now")
-        items.append(PlanItem(fk=fk, kind=kind, planned=planned, reason=reason, override=used,
-                              flags=tuple(flags), server_version_num=snapshot.server_version_num,
-                              lock_timeout=params.lock_timeout, pending_validation=resume, partitions=leaves))
-    if errors:
-        raise PlanError("; ".join(errors))
-    notes = _rule_notes(snapshot, params.rules, used_rules, dset)
-    items.sort(key=lambda i: (dset.get(i.fk.child, 0), i.fk.schema, i.fk.table, i.fk.name))
-    return Plan(parent=parent, server_version_num=snapshot.server_version_num, items=tuple(items),
-                notes=tuple(notes), deletion_set=dset)
-
-
-def _rule_notes(snapshot: Snapshot, rules: Mapping[str, str], used: set[str],
-                dset: Mapping[TableKey, int]) -> list[str]:
-    tables = {t.key for t in snapshot.tables}
-    names = {t.name for t in snapshot.tables}
-    constraints = {fk.name for fk in snapshot.foreign_keys}
+def _rule_notes(snapshot: Snapshot, rules: Mapping[str, str], used: set[str], dset: Mapping[TableKey, int]) -> list[str]:
+    keys_anywhere = {k for fk in snapshot.foreign_keys for k in _override_keys(fk)}
+    tables = {qualname(t.key) for t in snapshot.tables} | {t.name for t in snapshot.tables}
     notes = []
     for key in rules:
         if key in used:
             continue
-        schema, _, table = key.rpartition(".")
-        if (schema and (schema, table) in tables) or (not schema and key in names):
-            notes.append(f"rule for {key!r} skipped: the table has no foreign key into the deletion set")
-        elif key in constraints:
+        if key in keys_anywhere:
             notes.append(f"rule for {key!r} skipped: the constraint is not on a path to {qualname(snapshot.parent)}")
+        elif key in tables:
+            notes.append(f"rule for {key!r} skipped: the table has no foreign key into the deletion set")
         else:
-            notes.append(f"rule for {key!r} skipped: no table or constraint of that name exists")
+            notes.append(f"rule for {key!r} skipped: no table, column or constraint of that name exists")
     return notes
+
+
+# ---------------------------------------------------------------- ghost
+
+
+def _ghost_key(params: Parameters, snapshot: Snapshot) -> dict[str, Any] | None:
+    key = params.ghost.get("key")
+    if key is None:
+        return None
+    if isinstance(key, Mapping):
+        return dict(key)
+    if len(snapshot.parent_key) > 1:
+        raise PlanError(f"ghost.key must name every column of {qualname(snapshot.parent)}'s key "
+                        f"({', '.join(snapshot.parent_key)})")
+    return {(snapshot.parent_key or ("id",))[0]: key}
+
+
+def _ghost_defaults(fk: ForeignKey, key: dict[str, Any] | None, parent: TableKey, used: str) -> tuple[tuple[str, Any], ...]:
+    where = f"rules[{used!r}] = ghost on {fk.key}"
+    if fk.parent != parent:
+        raise PlanError(f"{where}: ghost reassigns to a row of {qualname(parent)}, but the FK references "
+                        f"{qualname(fk.parent)}")
+    if key is None:
+        raise PlanError(f"{where}: set ghost.key (the placeholder {qualname(parent)} row) in the parameters")
+    missing = [c for c in fk.ref_columns if c not in key]
+    if missing:
+        raise PlanError(f"{where}: ghost.key gives no value for {', '.join(missing)}")
+    has_default = [c for c, d in zip(fk.columns, fk.column_defaults) if d is not None]
+    if has_default and fk.on_delete != "SET DEFAULT":
+        raise PlanError(f"{where}: {', '.join(has_default)} already has a default; a ghost would replace it")
+    return tuple((c, key[r]) for c, r in zip(fk.columns, fk.ref_columns))
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _flags(fk: ForeignKey, planned: str, snapshot: Snapshot, params: Parameters, reached: bool) -> list[str]:
+    flags = []
+    if reached and not fk.indexed:
+        statement = render.text(render.create_index_concurrently(fk, index_name(fk)))
+        if fk.child_rows is not None and fk.child_rows > params.expensive_cascade_rows:
+            flags.append(f"expensive cascade: {qualname(fk.child)} has ~{fk.child_rows:,} rows and no index on "
+                         f"{', '.join(fk.columns)}, so every deleted row scans it; fix: {statement}")
+        elif planned != fk.on_delete:
+            flags.append(f"referencing columns not indexed: each delete scans the table; fix: {statement}")
+    if not fk.validated:
+        orphans = snapshot.orphans.get(fk.key)
+        flags.append(f"NOT VALID, stays not valid ({orphans if orphans is not None else '?'} orphan rows)")
+    if planned != fk.on_delete and fk.partitioned and snapshot.server_version_num < PG_NOT_VALID_ON_PARTITIONED:
+        flags.append("partitioned table before PostgreSQL 18: each partition gets a pre-validated copy that the "
+                     "swap takes over; while the copies exist a delete may follow either rule"
+                     if snapshot.partitions.get(qualname(fk.child)) and fk.validated else
+                     "partitioned table before PostgreSQL 18: the swap validates while holding its locks")
+    return flags
+
+
+def _carries(fk: ForeignKey, verdict: Verdict, rules: Mapping[str, str]) -> bool:
+    """Whether a delete can travel along ``fk`` under the plan: CASCADE (asked for, kept, or the
+    policy's), or an open decision (which may become one)."""
+    override = _override_for(fk, rules)
+    if override is not None:
+        rule = override[1]
+        return rule == "CASCADE" or (rule == "keep" and fk.on_delete == "CASCADE")
+    return verdict.planned == "CASCADE" or verdict.decision is not None
+
+
+def _reached(parent: TableKey, verdicts: Mapping[str, tuple[ForeignKey, Verdict]],
+             rules: Mapping[str, str]) -> set[TableKey]:
+    """Tables whose rows a user's delete can reach under the plan."""
+    reached = {parent}
+    grew = True
+    while grew:
+        grew = False
+        for fk, verdict in verdicts.values():
+            if fk.parent in reached and fk.child not in reached and _carries(fk, verdict, rules):
+                reached.add(fk.child)
+                grew = True
+    return reached
+
+
+class _Planner:
+    def __init__(self, snapshot: Snapshot, params: Parameters, pending: Collection[str]) -> None:
+        self.snapshot, self.params, self.pending = snapshot, params, set(pending)
+        self.parent = snapshot.parent
+        self.dset = deletion_set(snapshot.foreign_keys, self.parent)
+        vocab = Vocabulary(tuple(params.owner_columns), tuple(params.actor_columns), self.parent[1])
+        self.classes = classify(snapshot.foreign_keys, self.parent, vocab)
+        self.used: set[str] = set()
+        self.errors: list[str] = []
+        self.ghost_key = _ghost_key(params, snapshot)
+        self.ghost_used = False
+
+    def verdicts(self) -> dict[str, tuple[ForeignKey, Verdict]]:
+        found = {}
+        for fk in self.snapshot.foreign_keys:
+            if fk.parent in self.dset:
+                ctx = Context(self.parent, tuple(self.snapshot.facts.get(fk.key, ())) + _row_facts(fk))
+                found[fk.key] = (fk, decide(fk, self.classes[fk.key], ctx))
+        return found
+
+    def item(self, fk: ForeignKey, verdict: Verdict, reached: bool) -> PlanItem:
+        kind = self.classes[fk.key].kind
+        planned, reason, decision = verdict.planned, verdict.reason, verdict.decision
+        flags = list(verdict.flags)
+        if not reached:
+            planned, reason, decision, flags = fk.on_delete, (
+                f"{NOT_REACHED}: a user's delete never reaches {qualname(fk.parent)} under this plan "
+                f"({kind}: {self.classes[fk.key].reason}); left as it is"), None, []
+        ghost: tuple[tuple[str, Any], ...] = ()
+        override = _override_for(fk, self.params.rules)
+        if override is not None:
+            used, rule = override
+            self.used.add(used)
+            planned, ghost = self.apply_override(fk, kind, used, rule)
+            if decision is not None:
+                reason = f"decision closed by rules[{used!r}] = {rule} ({decision.question})"
+            else:
+                reason = f"override from rules[{used!r}] = {rule}"
+                if rule != "keep" and planned != verdict.planned and reached:
+                    flags.append(f"override: policy said {verdict.planned}")
+            decision = None
+        if planned == "SET NULL" and planned != fk.on_delete and not fk.nullable:
+            self.errors.append(f"{fk.key} cannot be SET NULL: column(s) {', '.join(fk.columns)} are NOT NULL")
+        flags += _flags(fk, planned, self.snapshot, self.params, reached)
+        resume = fk.key in self.pending and not fk.validated and planned == fk.on_delete
+        if resume:
+            flags.append("left NOT VALID by an interrupted run: validated now")
+        return PlanItem(fk=fk, kind=kind, planned=planned, reason=reason, override=override[0] if override else None,
+                        flags=tuple(flags), server_version_num=self.snapshot.server_version_num,
+                        lock_timeout=self.params.lock_timeout, pending_validation=resume,
+                        partitions=tuple(self.snapshot.partitions.get(qualname(fk.child), ())),
+                        decision=decision, ghost_defaults=ghost)
+
+    def apply_override(self, fk: ForeignKey, kind: str, used: str, rule: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        """The planned rule (and ghost defaults) a ``rules`` entry asks for."""
+        if rule == "keep":
+            return fk.on_delete, ()
+        if rule == "ghost":
+            try:
+                ghost = _ghost_defaults(fk, self.ghost_key, self.parent, used)
+            except PlanError as exc:
+                self.errors.append(str(exc))
+                return fk.on_delete, ()
+            self.ghost_used = True
+            return "SET DEFAULT", ghost
+        if kind == SELF_REFERENCE and rule == "CASCADE":
+            self.errors.append(f"rules[{used!r}] asks CASCADE on {fk.key}, a self-reference of the parent: "
+                               "a delete would remove other parent rows; refused")
+        return rule, ()
+
+    def added(self) -> list[PlanItem]:
+        return [item for column in self.snapshot.references if (item := self.add_item(column)) is not None]
+
+    def add_item(self, column: ReferenceColumn) -> PlanItem | None:
+        key = next((k for k in (column.key, f"{column.table}.{column.column}") if k in self.params.references), None)
+        if key is None:
+            return None
+        self.used.add(f"references:{key}")
+        rule = self.params.references[key]
+        if rule in ("keep", "ghost"):
+            self.errors.append(f"references[{key!r}] = {rule}: a new FK needs CASCADE, SET NULL, SET DEFAULT, "
+                               "RESTRICT or NO ACTION")
+            return None
+        fk = new_foreign_key(column, self.snapshot)
+        if fk.partitioned and self.snapshot.server_version_num < PG_NOT_VALID_ON_PARTITIONED and column.missing:
+            self.errors.append(f"references[{key!r}]: {column.missing} row(s) point at missing parent rows and "
+                               "a partitioned table cannot take a NOT VALID FK before PostgreSQL 18")
+        flags = [] if fk.validated else [f"{column.missing} row(s) point at missing {qualname(self.parent)} rows: "
+                                         "added NOT VALID, validated once they are handled"]
+        return PlanItem(fk=replace(fk, on_delete=rule), kind=ADDED, planned=rule,
+                        reason=f"opt-in from references[{key!r}] = {rule}: {column.matched}, no FK protected it",
+                        override=None, flags=tuple(flags), server_version_num=self.snapshot.server_version_num,
+                        lock_timeout=self.params.lock_timeout, adds=True)
+
+    def reference_notes(self) -> list[str]:
+        known = {k for c in self.snapshot.references for k in (c.key, f"{c.table}.{c.column}")}
+        return [f"references rule for {key!r} skipped: inspect found no unprotected reference column of that name"
+                for key in self.params.references if key not in known]
+
+
+def new_foreign_key(column: ReferenceColumn, snapshot: Snapshot) -> ForeignKey:
+    """The constraint an opt-in reference item adds (named as PostgreSQL would name it)."""
+    name = render.constraint_name(column.table, column.column)
+    parent_key = snapshot.parent_key or ("id",)
+    base = ForeignKey(
+        oid=0, schema=column.schema, table=column.table, name=name, ref_schema=snapshot.parent[0],
+        ref_table=snapshot.parent[1], columns=(column.column,), ref_columns=parent_key[:1],
+        columns_not_null=(column.not_null,), on_delete="NO ACTION", on_update="NO ACTION", match="SIMPLE",
+        deferrable=False, deferred=False, validated=not column.missing, definition="", comment=None,
+        child_kind="p" if column.partitioned else "r", indexed=column.indexed, child_rows=column.rows,
+        column_defaults=(None,))
+    return replace(base, definition=render.text(render.fk_clause(base, "NO ACTION", not_valid=False)))
+
+
+def _row_facts(fk: ForeignKey) -> tuple[str, ...]:
+    rows = "unknown" if fk.child_rows is None else f"~{fk.child_rows:,}"
+    return (f"{qualname(fk.child)}: {rows} rows; {', '.join(fk.columns)} "
+            f"{'indexed' if fk.indexed else 'not indexed'}; currently ON DELETE {fk.on_delete}",)
+
+
+def make_plan(snapshot: Snapshot, params: Parameters, pending: Collection[str] = ()) -> Plan:
+    """``pending``: FK keys an interrupted run swapped without validating (see execute.pending_validations)."""
+    planner = _Planner(snapshot, params, pending)
+    verdicts = planner.verdicts()
+    reached = _reached(snapshot.parent, verdicts, params.rules)
+    items = [planner.item(fk, verdict, fk.parent in reached) for fk, verdict in verdicts.values()]
+    items += planner.added()
+    if planner.errors:
+        raise PlanError("; ".join(planner.errors))
+    dset = planner.dset
+    items.sort(key=lambda i: (dset.get(i.fk.child, 99), i.fk.schema, i.fk.table, i.fk.name))
+    notes = _rule_notes(snapshot, params.rules, planner.used, dset) + planner.reference_notes()
+    ghost = None
+    if planner.ghost_used and planner.ghost_key is not None:
+        ghost = GhostRow(snapshot.parent, planner.ghost_key, dict(params.ghost.get("values") or {}))
+    return Plan(parent=snapshot.parent, server_version_num=snapshot.server_version_num, items=tuple(items),
+                notes=tuple(notes), deletion_set=dset, ghost_row=ghost, classes=planner.classes,
+                facts=snapshot.facts)

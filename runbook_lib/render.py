@@ -5,6 +5,7 @@ Composables render without a connection, so a plan's SQL is tested offline, text
 from __future__ import annotations
 
 import hashlib
+from typing import Any, Mapping, Sequence
 
 from psycopg import sql
 
@@ -47,14 +48,64 @@ def fk_clause(fk: ForeignKey, on_delete: str, *, not_valid: bool,
     )
 
 
-def swap(fk: ForeignKey, on_delete: str, *, not_valid: bool,
-         delete_set_columns: tuple[str, ...] = ()) -> sql.Composed:
-    """One atomic statement: there is never a moment where the constraint is missing."""
-    return sql.SQL("ALTER TABLE {table} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {clause}").format(
-        table=sql.Identifier(fk.schema, fk.table),
+def _defaults(set_defaults: Sequence[tuple[str, Any]], drop_defaults: Sequence[str]) -> list[sql.Composable]:
+    parts: list[sql.Composable] = [
+        sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(col), sql.Literal(value))
+        for col, value in set_defaults]
+    parts += [sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(sql.Identifier(col)) for col in drop_defaults]
+    return parts
+
+
+def swap(fk: ForeignKey, on_delete: str, *, not_valid: bool, delete_set_columns: tuple[str, ...] = (),
+         set_defaults: Sequence[tuple[str, Any]] = (), drop_defaults: Sequence[str] = ()) -> sql.Composed:
+    """One atomic statement: there is never a moment where the constraint is missing.
+
+    ``set_defaults`` / ``drop_defaults`` change the referencing columns' defaults in the same statement
+    (a ghost reassignment: ``ON DELETE SET DEFAULT`` to the ghost row's key, and back).
+    """
+    parts = _defaults(set_defaults, drop_defaults)
+    parts.append(sql.SQL("DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {clause}").format(
         name=sql.Identifier(fk.name),
-        clause=fk_clause(fk, on_delete, not_valid=not_valid, delete_set_columns=delete_set_columns),
-    )
+        clause=fk_clause(fk, on_delete, not_valid=not_valid, delete_set_columns=delete_set_columns)))
+    return sql.SQL("ALTER TABLE {table} {changes}").format(
+        table=sql.Identifier(fk.schema, fk.table), changes=sql.SQL(", ").join(parts))
+
+
+def column_defaults(fk: ForeignKey, set_defaults: Sequence[tuple[str, Any]],
+                    drop_defaults: Sequence[str]) -> sql.Composed:
+    """The referencing columns' defaults alone (the partitioned swap takes several statements)."""
+    return sql.SQL("ALTER TABLE {table} {changes}").format(
+        table=sql.Identifier(fk.schema, fk.table), changes=sql.SQL(", ").join(_defaults(set_defaults, drop_defaults)))
+
+
+def add_foreign_key(fk: ForeignKey, on_delete: str, *, not_valid: bool) -> sql.Composed:
+    """A new constraint on a reference column no FK protected."""
+    return sql.SQL("ALTER TABLE {table} ADD CONSTRAINT {name} {clause}").format(
+        table=sql.Identifier(fk.schema, fk.table), name=sql.Identifier(fk.name),
+        clause=fk_clause(fk, on_delete, not_valid=not_valid))
+
+
+def drop_foreign_key(fk: ForeignKey) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}").format(
+        table=sql.Identifier(fk.schema, fk.table), name=sql.Identifier(fk.name))
+
+
+def insert_ghost(parent: tuple[str, str], key: Mapping[str, Any], values: Mapping[str, Any]) -> sql.Composed:
+    """The ghost row, unless a row with its key exists (another unique key in the way is an error)."""
+    columns = list(key) + [c for c in values if c not in key]
+    row = [key[c] if c in key else values[c] for c in columns]
+    return sql.SQL("INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT ({keys}) DO NOTHING").format(
+        table=sql.Identifier(*parent), cols=_idents(tuple(columns)),
+        vals=sql.SQL(", ").join(sql.Literal(v) for v in row), keys=_idents(tuple(key)))
+
+
+def constraint_name(table: str, column: str) -> str:
+    """``<table>_<column>_fkey`` as PostgreSQL names it, within 63 bytes (a hash keeps long ones unique)."""
+    full = f"{table}_{column}_fkey"
+    if len(full.encode()) <= 63:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full.encode()[:54].decode('utf-8', errors='ignore')}_{digest}"
 
 
 def temporary_name(fk: ForeignKey) -> str:

@@ -154,7 +154,9 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
 
 def notebook_parameters(params: params_mod.Parameters) -> dict[str, Any]:
     values = params.to_dict()
-    values["backup"] = dict(values["backup"], dir=str(Path(str(values["backup"]["dir"])).expanduser().resolve()))
+    given = str(values["backup"]["dir"] or "")
+    if given:
+        values["backup"] = dict(values["backup"], dir=str(Path(given).expanduser().resolve()))
     return values
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from . import backup as backup_mod
-from . import catalog, execute, logger, render, testuser
+from . import catalog, execute, logger, render, samples, testuser
+from . import references as references_mod
 from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
 from .context import RunContext
@@ -60,6 +61,10 @@ def preflight(ctx: RunContext) -> PreflightResult:
         affected = sorted({i.fk.child for i in plan.changes} | {i.fk.parent for i in plan.changes})
         checks.append(Check("plan preview", "info", f"{len(plan.changes)} foreign key(s) to change on "
                                                     f"{len(affected)} table(s)"))
+        if plan.decisions:
+            checks.append(Check("decisions", "warn", f"{len(plan.decisions)} open decision(s): the plan step "
+                                                     "will stop until rules close them: "
+                                                     + "; ".join(plan.decision_lines())))
         not_owned = [qualname(t) for t in affected if not _owns(conn, t)]
         checks.append(Check(
             "privileges", "fail" if not_owned else "ok",
@@ -146,7 +151,10 @@ def _backup_checks(ctx: RunContext, conn: Any, ident: dict[str, Any]) -> list[Ch
 def backup_dir(ctx: RunContext) -> Path:
     """``runbook run`` passes an absolute folder; a relative one (a notebook run by hand) is taken
     beside the run folder, never inside notebooks/."""
-    given = Path(str(ctx.params.backup["dir"])).expanduser()
+    text = str(ctx.params.backup["dir"] or "")
+    if not text:
+        return ctx.run_dir.parent / "backups"
+    given = Path(text).expanduser()
     return given if given.is_absolute() else (ctx.run_dir.parent / given).resolve()
 
 
@@ -164,9 +172,17 @@ def backup(ctx: RunContext) -> backup_mod.BackupRecord:
 
 
 # ---------------------------------------------------------------- inspect and plan
+def survey(conn: Any, params: Any) -> Snapshot:
+    """The catalog's snapshot, plus what it cannot say alone: reference columns without an FK and
+    sampled facts for the edges whose owner it cannot judge."""
+    snap = catalog.inspect(conn, params.parent_schema, params.parent_table)
+    snap = replace(snap, references=references_mod.find(conn, snap, params))
+    return replace(snap, facts=samples.facts(conn, snap, params))
+
+
 def inspect(ctx: RunContext, *, save_as: str = SNAPSHOT_BEFORE) -> Snapshot:
     with ctx.connect() as conn:
-        snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
+        snap = survey(conn, ctx.params)
     ctx.save_json(save_as, snap.to_dict())
     return snap
 
@@ -230,6 +246,9 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
         outcome = ApplyOutcome(dry_run=True, statements=statements + execute.dry_run_statements(the_plan))
         ctx.save_json("apply_result.json", {"dry_run": True, "statements": outcome.statements, "results": []})
         return outcome
+    if the_plan.decisions:
+        raise ApplyError(f"apply refused: {len(the_plan.decisions)} open decision(s); close each with a rule: "
+                         + "; ".join(the_plan.decision_lines()))
     record = ctx.load_json("backup.json")
     if not the_plan.actions and not wanted_indexes:
         outcome = ApplyOutcome(dry_run=False, backup_note="nothing to change: no statement executed")
@@ -356,7 +375,8 @@ def rollback(ctx: RunContext, source_run: str | Path,
         lock_conn.close()
     after = inspect(ctx, save_as="snapshot_after_rollback.json")
     # After a rollback, every FK the run changed must be back to its exact original definition text.
-    comparison = compare(before, after, {}, scope=[i.fk.key for i in items])
+    comparison = compare(before, after, {}, scope=[i.fk.key for i in items],
+                         absent=[i.fk.key for i in items if i.adds])
     ctx.save_json("rollback_result.json", {
         "source_run": str(source), "seconds": round(time.perf_counter() - start, 3),
         "results": [r.to_dict() for r in results], "rows": comparison.rows, "problems": comparison.problems})

@@ -34,16 +34,53 @@ def _row(before: ForeignKey | None, after: ForeignKey | None, expected_rule: str
     }
 
 
+def _defaults_problem(fk: ForeignKey, now: ForeignKey, want: ForeignKey) -> str | None:
+    """A ghost reassignment sets the columns' defaults; every other change leaves them as they were."""
+    if want.column_defaults == fk.column_defaults:
+        if now.column_defaults != fk.column_defaults:
+            return f"column defaults changed: {fk.column_defaults} -> {now.column_defaults}"
+        return None
+    if any(d is None for d in now.column_defaults):
+        return f"column defaults not set to the ghost row's key: {now.column_defaults}"
+    return None
+
+
+def _added(after_by_key: Mapping[str, ForeignKey], expected: Mapping[str, ForeignKey],
+           before_keys: set[str], absent: Iterable[str], result: Comparison) -> None:
+    """FKs the plan adds must now exist as planned; FKs a rollback removes must be gone."""
+    for key, want in expected.items():
+        if key in before_keys:
+            continue
+        now = after_by_key.get(key)
+        if now is None:
+            result.problems.append(f"{key} was to be added but does not exist")
+            result.rows.append({**_row(None, want, want.on_delete, "MISSING", "constraint not added"),
+                                "rule after": None, "valid after": None})
+        elif now.on_delete != want.on_delete or not now.same_shape(want) or now.validated != want.validated:
+            result.problems.append(f"{key}: added as {now.definition!r}, expected ON DELETE {want.on_delete}, "
+                                   f"validated={want.validated}")
+            result.rows.append(_row(None, now, want.on_delete, "MISMATCH", now.definition))
+        else:
+            result.rows.append(_row(None, now, want.on_delete, "added as planned", now.definition))
+    for key in absent:
+        now = after_by_key.get(key)
+        if now is not None:
+            result.problems.append(f"{key} should have been removed by the rollback but exists")
+            result.rows.append(_row(None, now, None, "LEFT BEHIND", now.definition))
+
+
 def compare(before: Snapshot, after: Snapshot, expected: Mapping[str, ForeignKey],
-            scope: Iterable[str] | None = None) -> Comparison:
+            scope: Iterable[str] | None = None, absent: Iterable[str] = ()) -> Comparison:
     """Every FK of ``before`` must exist in ``after`` and equal its expected state.
 
-    ``expected`` maps an FK key to the state it should now have (a changed copy of the original);
-    every other FK must be exactly as before: the same definition text and comment.
+    ``expected`` maps an FK key to the state it should now have (a changed copy of the original, or a
+    constraint the plan adds); every other FK must be exactly as before: the same definition text,
+    comment and column defaults. ``absent``: keys of added constraints a rollback must have removed.
     """
     result = Comparison()
     after_by_key = {fk.key: fk for fk in after.foreign_keys}
     keys = set(scope) if scope is not None else None
+    _added(after_by_key, expected, {fk.key for fk in before.foreign_keys}, absent, result)
     for fk in before.foreign_keys:
         if keys is not None and fk.key not in keys and fk.key not in expected:
             continue
@@ -64,6 +101,9 @@ def compare(before: Snapshot, after: Snapshot, expected: Mapping[str, ForeignKey
             differences.append(f"validated={now.validated}, expected {want.validated}")
         if fk.key not in expected and (now.definition != fk.definition or now.comment != fk.comment):
             differences.append(f"not planned to change, but {fk.definition!r} -> {now.definition!r}")
+        defaults = _defaults_problem(fk, now, want) if now.column_defaults or fk.column_defaults else None
+        if defaults is not None:
+            differences.append(defaults)
         changed = fk.key in expected and want.on_delete != fk.on_delete
         if differences:
             result.problems.append(f"{fk.key}: " + "; ".join(dict.fromkeys(differences)))
@@ -81,6 +121,10 @@ def expected_after(plan: Plan, applied: Iterable[str]) -> dict[str, ForeignKey]:
     for item in plan.actions:
         if item.fk.key in done and item.pending_validation:
             expected[item.fk.key] = replace(item.fk, validated=True)
+        elif item.fk.key in done and item.adds:
+            expected[item.fk.key] = item.fk
         elif item.fk.key in done:
-            expected[item.fk.key] = replace(item.fk, on_delete=item.planned, delete_set_columns=())
+            defaults = tuple(str(v) for _c, v in item.ghost_defaults) if item.ghost_defaults else item.fk.column_defaults
+            expected[item.fk.key] = replace(item.fk, on_delete=item.planned, delete_set_columns=(),
+                                            column_defaults=defaults)
     return expected

@@ -11,21 +11,14 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-OUT = Path(__file__).resolve().parent.parent / "notebooks"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PARAMETERS = '''# Parameters: `runbook run` injects the run's values after this cell; by hand, edit them here.
-parent_table = "users"      # required: the table whose rows own everything else
-parent_schema = "public"    # the parent table's schema
-rules = {}                  # table, schema.table or constraint name -> CASCADE | SET NULL | RESTRICT | NO ACTION | keep
-dry_run = True              # the apply step changes nothing unless this is False
-lock_timeout = "2s"         # how long one DDL statement may wait for its locks before it is retried
-lock_retries = 5            # attempts per statement before that foreign key is reported as not done
-retry_backoff = 0.5         # seconds before the first retry; doubles with each further attempt
-create_missing_indexes = False  # apply builds missing indexes on referencing columns (CONCURRENTLY)
-backup = {"enabled": True, "dir": "backups"}      # pg_dump -Fc target; apply refuses to run without it
-test_user = {"commit": False, "rehearse": False, "values": {}}  # keep its deletion; rehearse a dry run; column values
-preview_user_id = None      # a real user's key: 06 shows what deleting that user would remove (read-only)
-run_dir = ""                # the run's evidence folder (set by `runbook run`; empty: evidence/interactive)'''
+from runbook_lib import paramdocs  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
+DEFAULTS_YAML = OUT.parent / "parameters" / "defaults.yaml"
+
+PARAMETERS = paramdocs.parameters_cell()
 
 SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
@@ -37,10 +30,7 @@ pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_rows", None)
 pd.set_option("display.max_columns", None)
 pd.set_option("display.expand_frame_repr", False)
-ctx = RunContext.open(run_dir, parent_table=parent_table, parent_schema=parent_schema, rules=rules,
-                      dry_run=dry_run, lock_timeout=lock_timeout, lock_retries=lock_retries,
-                      retry_backoff=retry_backoff, create_missing_indexes=create_missing_indexes,
-                      backup=backup, test_user=test_user, preview_user_id=preview_user_id)
+''' + paramdocs.context_call() + '''
 display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
 
 
@@ -104,6 +94,11 @@ NOTEBOOKS = {
             ("md", "## Unindexed referencing columns\nEach cascading delete scans these tables sequentially, "
                    "once per deleted parent row."),
             ("code", "fks[~fks['indexed']][['table', 'constraint', 'columns', 'rows (est.)']]"),
+            ("md", "## References no foreign key protects\nColumns of the parent key's type, named like a "
+                   "reference to it, that no foreign key protects: deleting a user leaves its rows there. "
+                   "`references` in the parameters adds the foreign key (opt-in); the counts say how many rows "
+                   "point at existing and at missing users."),
+            ("code", "report.references_frame(snapshot)"),
             ("md", "## NOT VALID constraints and their orphans\nThey stay not valid; their orphan rows are "
                    "rows that the constraint would reject today."),
             ("code", "fks[~fks['valid']][['table', 'constraint', 'columns', 'orphans']]"),
@@ -114,10 +109,13 @@ NOTEBOOKS = {
         ]),
     "03_plan": notebook(
         "Plan",
-        "For each foreign key: the rule it gets and why (ownership edges become `ON DELETE CASCADE`, the "
-        "parent's self-reference never does, cross edges get the least surprising rule that lets the delete "
-        "succeed, `rules` overrides win), what changes in plain words, what it will lock, the exact DDL and its "
-        "exact rollback. Pure computation over the inspected snapshot: nothing here changes the database.",
+        "For each foreign key: its class and the rule it gets, and why. Ownership edges (the row exists for "
+        "its owner) become `ON DELETE CASCADE`; references to someone who acted on a row (`approver_id`, "
+        "`updated_by`, ...) and edges into rows that may belong to another owner are set to NULL when "
+        "nullable; the parent's self-reference never cascades; wherever the catalog cannot tell whose rows "
+        "an edge reaches, the plan stops and asks (a decision, closed by `rules`). `rules` always win. Then "
+        "what changes in plain words, what it will lock, the exact DDL and its exact rollback. Pure "
+        "computation over the inspected snapshot: nothing here changes the database.",
         [
             ("code", "plan = steps.plan(ctx)\n"
                      "for note in plan.notes:\n"
@@ -125,6 +123,14 @@ NOTEBOOKS = {
                      "display(Markdown(f\"**{len(plan.changes)}** of {len(plan.items)} foreign keys change\"))"),
             ("md", "## Every foreign key into the deletion set"),
             ("code", "report.plan_frame(plan)"),
+            ("md", "## Decisions\nWhere the catalog cannot tell whose rows an edge reaches, the plan stops "
+                   "and asks: each open decision, the rules that close it and what each would do, and the facts "
+                   "that inform it. Apply refuses to run while any is open."),
+            ("code", "for line in plan.decision_lines():\n    print(line)\nreport.decisions_frame(plan)"),
+            ("md", "## Collateral: other owners' rows\nEvery edge the policy does not count as the user's "
+                   "ownership, the path a user's delete takes to it, and what happens there to rows that may "
+                   "belong to someone else."),
+            ("code", "report.collateral_frame(plan)"),
             ("md", "## Why each rule, and the flags that deserve a second look"),
             ("code", "report.reasons_frame(plan)"),
             ("md", "## What changes, in words, and what it locks"),
@@ -137,8 +143,10 @@ NOTEBOOKS = {
             ("md", "## The rollback (`rollback.sql`)"),
             ("code", "print(plan.rollback_script())"),
             ("md", "## Verdict"),
-            ("code", 'print(ctx.verdict("plan", True, f"{len(plan.changes)} change(s) planned, "\n'
-                     '                  f"{sum(1 for i in plan.items if i.override)} override(s), {len(plan.notes)} note(s)"))'),
+            ("code", 'print(ctx.verdict("plan", not plan.decisions, f"{len(plan.changes)} change(s) planned, "\n'
+                     '                  f"{sum(1 for i in plan.items if i.override)} override(s), {len(plan.notes)} note(s)"\n'
+                     '                  if not plan.decisions else f"{len(plan.decisions)} open decision(s): "\n'
+                     '                  + "; ".join(plan.decision_lines())))'),
         ]),
     "04_apply": notebook(
         "Apply",
@@ -247,6 +255,7 @@ NOTEBOOKS = {
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
+    DEFAULTS_YAML.write_text(paramdocs.defaults_yaml(), encoding="utf-8")
     only = set(sys.argv[1:])
     for name, nb in NOTEBOOKS.items():
         if only and name not in only:

@@ -265,15 +265,20 @@ def test_nullable_self_reference_becomes_set_null_and_keeps_the_other_user(appli
         assert conn.execute("SELECT id, referred_by FROM public.users").fetchall() == [(2, None)]
 
 
-def test_not_null_self_reference_is_not_touched_by_apply(make_db: Any, tmp_path: Path) -> None:
+def test_an_open_decision_refuses_apply_and_a_kept_self_reference_is_not_touched(make_db: Any,
+                                                                                  tmp_path: Path) -> None:
     dsn = make_db(sql_file("db_self_ref_not_null.sql"))
-    run = full_run(dsn, tmp_path, parent_table="nodes")
+    before = fk_state(dsn)
+    with pytest.raises(ApplyError, match=r"apply refused: 1 open decision\(s\).*nodes.root_id: keep \| ghost"):
+        full_run(dsn, tmp_path / "open", parent_table="nodes")
+    assert fk_state(dsn) == before
+    run = full_run(dsn, tmp_path / "kept", parent_table="nodes", rules={"nodes.root_id": "keep"})
     root = "public.nodes.nodes_root_fk"
     assert [r.constraint for r in run.outcome.results] == ["public.node_tags.node_tags_node_id_fkey"]
     assert run.after[root] == run.before[root]
     assert run.verify.ok, run.verify.problems
     item = run.plan.item(root)
-    assert item is not None and any("self-reference left alone" in f for f in item.flags)
+    assert item is not None and item.override == "nodes.root_id" and not item.change
 
 
 # ---------------------------------------------------------------- 8. untouched objects

@@ -15,7 +15,7 @@ from runbook_lib import params as params_mod
 from runbook_lib import plan as plan_mod
 from runbook_lib.catalog import ForeignKey, Snapshot
 from runbook_lib.errors import CatalogError, PlanError
-from runbook_lib.plan import CROSS, OWNERSHIP, SELF_REFERENCE, Plan, PlanItem
+from runbook_lib.plan import OWNERSHIP, REFERENCE, SELF_REFERENCE, Plan, PlanItem
 from tests.conftest import create_database, drop_database, sql_file
 from tests.edge_keys import (LONG_TABLE, LONG_CONSTRAINT, MEMBERSHIPS, LEGACY, EVENTS, AUDIT, LONG, EMAIL, GOALS, TARGETS, APPOINTMENTS, PRESCRIPTIONS, SELF, CROSS_EDGE, DEVICES, BILLING, CITIES, MEDICATION)  # noqa: F401
 
@@ -191,20 +191,26 @@ def test_nullable_self_reference_of_the_parent_is_planned_set_null(edge_plan: Pl
     assert (self_ref.kind, self_ref.current, self_ref.planned) == (SELF_REFERENCE, "NO ACTION", "SET NULL")
 
 
-def test_not_null_self_reference_is_left_alone_and_flagged(make_db: Any) -> None:
+def test_not_null_self_reference_is_a_decision_until_a_rule_closes_it(make_db: Any) -> None:
     dsn = make_db(sql_file("db_self_ref_not_null.sql"))
     the_plan = plan_mod.make_plan(inspect_db(dsn, "nodes"), make_params(parent_table="nodes"))
     root = item(the_plan, "public.nodes.nodes_root_fk")
     assert root.kind == SELF_REFERENCE
-    assert (root.current, root.planned, root.change) == ("NO ACTION", "NO ACTION", False)
-    assert any("self-reference left alone" in f for f in root.flags)
+    assert (root.current, root.planned, root.change, root.open) == ("NO ACTION", "NO ACTION", False, True)
+    assert root.decision is not None and root.decision.rules == ("keep", "ghost")
+    assert the_plan.decision_lines() == [
+        "decision needed: public.nodes.root_id -> public.nodes (nodes_root_fk): the parent's self-reference "
+        "nodes_root_fk (root_id) is NOT NULL: other public.nodes rows point at the one deleted; close it with "
+        "rules: {nodes.root_id: keep | ghost}"]
     assert [i.fk.key for i in the_plan.changes] == ["public.node_tags.node_tags_node_id_fkey"]
+    kept = plan_mod.make_plan(inspect_db(dsn, "nodes"), make_params(parent_table="nodes",
+                                                                     rules={"nodes.root_id": "keep"}))
+    assert not kept.decisions and not item(kept, "public.nodes.nodes_root_fk").change
 
 
-def test_cross_edge_is_reported_with_a_reason_about_cascade(edge_plan: Plan) -> None:
+def test_a_pointer_to_the_last_message_is_a_reference_set_to_null(edge_plan: Plan) -> None:
     cross = item(edge_plan, CROSS_EDGE)
-    assert cross.kind == CROSS
-    assert "CASCADE" in cross.reason
+    assert cross.kind == REFERENCE and "named like an actor" in cross.reason
     assert cross.planned == "SET NULL"  # nullable last_message_id: the rows are kept
     assert item(edge_plan, "public.chat_messages.chat_messages_session_id_fkey").kind == OWNERSHIP
 

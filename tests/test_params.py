@@ -1,10 +1,12 @@
 """Parameters: unknown keys and bad values are errors before anything runs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from runbook_lib import paramdocs
 from runbook_lib.errors import ParameterError
 from runbook_lib.params import load, parse_duration, validate
 
@@ -12,8 +14,11 @@ from runbook_lib.params import load, parse_duration, validate
 def test_defaults_fill_every_key() -> None:
     p = validate({"parent_table": "users"})
     assert p.parent_schema == "public" and p.dry_run is True and p.rules == {}
-    assert p.backup == {"enabled": True, "dir": "backups"}
+    assert p.backup == {"enabled": True, "mode": "full", "dir": ""}
     assert p.test_user == {"commit": False, "rehearse": False, "values": {}}
+    assert p.erase["batch_rows"] == 10_000 and p.erase["orphans"] == "report"
+    assert p.ghost == {"key": None, "values": {}} and p.history_schema == "cascade_runbook"
+    assert "user_id" in p.owner_columns and "*_by" in p.actor_columns
     assert p.preview_user_id is None
     assert p.lock_timeout_ms == 2000
 
@@ -30,6 +35,15 @@ def test_defaults_fill_every_key() -> None:
     ({"parent_table": "users", "backup": {"enabled": "no"}}, "'backup.enabled'"),
     ({"parent_table": "users", "lock_retries": 0}, "at least 1"),
     ({"parent_table": 5}, "'parent_table': expected a non-empty string"),
+    ({"parent_table": "users", "lock_timeout": "2000000s"}, "'lock_timeout': at most 1min"),
+    ({"parent_table": "users", "lock_retries": 100000}, "'lock_retries': at most 50"),
+    ({"parent_table": "users", "statement_timeout": "0"}, "'statement_timeout': must be greater than zero"),
+    ({"parent_table": "users", "backup": {"mode": "snapshot"}}, "'backup.mode': expected one of full, schema"),
+    ({"parent_table": "users", "erase": {"orphans": "keep"}}, "'erase.orphans': expected one of report, delete"),
+    ({"parent_table": "users", "erase": {"batch_rows": 0}}, "'erase.batch_rows': must be at least 1"),
+    ({"parent_table": "users", "rules": {"posts.uploader_id": "ghosted"}}, "expected one of CASCADE"),
+    ({"parent_table": "users", "owner_columns": "user_id"}, "'owner_columns': expected a list of names"),
+    ({"parent_table": "users", "ghost": {"key": [1, 2]}}, "'ghost.key': expected a key value"),
 ])
 def test_bad_parameters_give_one_line_naming_the_key(raw: dict, fragment: str) -> None:
     with pytest.raises(ParameterError) as err:
@@ -39,8 +53,14 @@ def test_bad_parameters_give_one_line_naming_the_key(raw: dict, fragment: str) -
 
 
 def test_rules_are_normalized() -> None:
-    p = validate({"parent_table": "u", "rules": {"a": "set  null", "b": "Keep", "c": "no action"}})
-    assert p.rules == {"a": "SET NULL", "b": "keep", "c": "NO ACTION"}
+    p = validate({"parent_table": "u", "rules": {"a": "set  null", "b": "Keep", "c": "no action", "d": "Ghost",
+                                                 "e": "set default"}})
+    assert p.rules == {"a": "SET NULL", "b": "keep", "c": "NO ACTION", "d": "ghost", "e": "SET DEFAULT"}
+
+
+def test_rule_overrides_keep_dotted_names_whole() -> None:
+    p = load(None, ["parent_table=users", "rules.forum_topics.updater_id=SET NULL", "erase.batch_rows=500"])
+    assert p.rules == {"forum_topics.updater_id": "SET NULL"} and p.erase["batch_rows"] == 500
 
 
 @pytest.mark.parametrize("text, seconds", [("2s", 2.0), ("500ms", 0.5), ("1min", 60.0), (3, 3.0)])
@@ -74,3 +94,24 @@ def test_shipped_parameter_files_are_valid() -> None:
     assert files
     for f in files:
         load(f)
+
+
+def test_defaults_yaml_is_the_rendered_spec() -> None:
+    root = Path(__file__).resolve().parent.parent
+    shipped = (root / "parameters" / "defaults.yaml").read_text(encoding="utf-8")
+    assert shipped == paramdocs.defaults_yaml(), "run scripts/build_notebooks.py to regenerate defaults.yaml"
+    assert load(root / "parameters" / "defaults.yaml") == validate({"parent_table": "users"})
+
+
+def test_every_notebook_declares_the_spec_defaults() -> None:
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    books = sorted(root.glob("*.ipynb"))
+    assert len(books) >= 8
+    for book in books:
+        cells = json.loads(book.read_text(encoding="utf-8"))["cells"]
+        params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(params) == 1, book.name
+        source = "".join(params[0]["source"])
+        assert source.startswith(paramdocs.parameters_cell()), book.name
+        setup = "".join(cells[cells.index(params[0]) + 1]["source"])
+        assert paramdocs.context_call() in setup, book.name

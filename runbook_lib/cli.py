@@ -103,11 +103,10 @@ def _preview(params_file: str, user_id: str) -> int:
 
     from . import params as params_mod
     from . import steps, testuser
-    from .connect import dsn_from_env
     from .context import RunContext
 
     params = params_mod.load(params_file)
-    found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env()), user_id)
+    found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd()), user_id)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 80):
         print(testuser.preview_frame(found).to_string(index=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,25 @@ def write_json(path: Path, data: Any) -> None:
 
 @dataclass
 class RunContext:
+    """A step's parameters and run folder. It holds no secret: the connection string is read from the
+    environment at connect time (or, when a caller passes ``dsn``, kept in a ``Hidden`` whose repr is
+    redacted), so ``ctx`` or ``vars(ctx)`` printed in a notebook cell shows no password."""
+
     params: Parameters
     run_dir: Path
-    dsn: str
+    dsn: InitVar[str | None] = None
+    _conninfo: connect_mod.Hidden | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self, dsn: str | None) -> None:
+        self._conninfo = connect_mod.Hidden(dsn) if dsn is not None else None
+
+    def conninfo(self) -> str:
+        """The connection string, only for the code that connects (or hands it to pg_dump)."""
+        return self._conninfo.reveal() if self._conninfo is not None else connect_mod.dsn_from_env()
+
+    def with_run_dir(self, run_dir: Path) -> "RunContext":
+        return RunContext(params=self.params, run_dir=run_dir,
+                          dsn=self._conninfo.reveal() if self._conninfo is not None else None)
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str] | None = None, **values: Any) -> "RunContext":
@@ -44,10 +60,10 @@ class RunContext:
         else:
             path = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence")) / "interactive"
         path.mkdir(parents=True, exist_ok=True)
-        return cls(params=params, run_dir=path.resolve(), dsn=connect_mod.dsn_from_env())
+        return cls(params=params, run_dir=path.resolve())
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-        return connect_mod.connect(self.dsn, autocommit=autocommit)
+        return connect_mod.connect(self.conninfo(), autocommit=autocommit)
 
     def path(self, name: str) -> Path:
         return self.run_dir / name

@@ -166,7 +166,7 @@ def backup(ctx: RunContext) -> backup_mod.BackupRecord:
     with ctx.connect() as conn:
         ident = catalog.server_identity(conn)
     target = backup_dir(ctx) / f"{ctx.run_dir.name}_{ident['database']}.dump"
-    record = backup_mod.make_backup(ctx.dsn, int(ident["server_version_num"]) // 10000, target)
+    record = backup_mod.make_backup(ctx.conninfo(), int(ident["server_version_num"]) // 10000, target)
     ctx.save_json("backup.json", record.to_dict())
     return record
 
@@ -353,7 +353,7 @@ def rollback(ctx: RunContext, source_run: str | Path,
     problems = verify_evidence(source)
     if problems:
         raise VerificationFailed(f"the evidence of {source} does not verify: {problems[0]}")
-    src = RunContext(params=ctx.params, run_dir=source, dsn=ctx.dsn)
+    src = ctx.with_run_dir(source)
     before = src.load_snapshot(SNAPSHOT_BEFORE)
     if before is None:
         raise VerificationFailed(f"{source} holds no snapshot from before its change")

@@ -24,6 +24,7 @@ SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
 
 from runbook_lib import graph, report, steps, testuser
+from runbook_lib.markup import md_bold, md_text
 from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
@@ -31,7 +32,7 @@ pd.set_option("display.max_rows", None)
 pd.set_option("display.max_columns", None)
 pd.set_option("display.expand_frame_repr", False)
 ''' + paramdocs.context_call() + '''
-display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
+display(Markdown(f"Parent table {md_bold(parent_schema + '.' + parent_table)}, dry run: **{ctx.params.dry_run}**"))'''
 
 
 def notebook(title: str, intro: str, cells: list[tuple[str, str]], extra_parameters: str = "") -> nbformat.NotebookNode:
@@ -158,7 +159,7 @@ NOTEBOOKS = {
         "apart. With `dry_run` (the default) it executes nothing and shows what it would run.",
         [
             ("code", "outcome = steps.apply(ctx, progress=print)  # one line per foreign key as it is done\n"
-                     "display(Markdown('**dry run**: nothing was executed' if outcome.dry_run else outcome.backup_note))\n"
+                     "display(Markdown('**dry run**: nothing was executed' if outcome.dry_run else md_text(outcome.backup_note)))\n"
                      "outcome.frame()"),
             ("md", "## Indexes on referencing columns\nBuilt only with `create_missing_indexes: true`, "
                    "with `CREATE INDEX CONCURRENTLY` outside any transaction; an INVALID index left by an "
@@ -201,7 +202,7 @@ NOTEBOOKS = {
         "In a dry run the step is skipped unless `test_user.rehearse` is set: then the plan's DDL runs first "
         "inside the same rolled-back transaction, which holds the apply's locks for as long as it lasts.",
         [
-            ("code", "outcome = steps.test_user(ctx)\ndisplay(Markdown(f'**{outcome.message}**'))"),
+            ("code", "outcome = steps.test_user(ctx)\ndisplay(Markdown(md_bold(outcome.message)))"),
             ("md", "## The test user's rows\nOne row per table of the deletion set (a table it could not fill is "
                    "named with the database's error)."),
             ("code", "testuser.synthesis_frame(outcome.run.synthesis) if outcome.run else print(outcome.skipped)"),
@@ -240,7 +241,7 @@ NOTEBOOKS = {
         "`runbook rollback RUN_DIR`.",
         [
             ("code", "outcome = steps.rollback(ctx, source_run, progress=print)\n"
-                     "display(Markdown(f'Rolling back the run in `{outcome.source.name}`'))\n"
+                     "display(Markdown(f'Rolling back the run in {md_bold(outcome.source.name)}'))\n"
                      "pd.DataFrame([r.to_dict() for r in outcome.results])"),
             ("md", "## Each restored foreign key against its original definition"),
             ("code", "pd.DataFrame(outcome.comparison.rows)"),

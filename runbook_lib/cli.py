@@ -80,6 +80,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"runbook: evidence: {line}", file=sys.stderr)
         if not problems:
             print(f"evidence verifies: {args.run_dir}")
+        for line in runner.trust_lines(Path(args.run_dir)):
+            print(line)
         return EXIT_OK if not problems else EXIT_FAILED
     if args.command == "rollback":
         result = runner.rollback(args.run_dir, evidence_dir=args.evidence_dir, overrides=args.param)

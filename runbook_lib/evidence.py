@@ -27,7 +27,7 @@ def new_run_id(suffix: str = "") -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
 
 
-def _canonical(manifest: dict[str, Any]) -> bytes:
+def canonical(manifest: dict[str, Any]) -> bytes:
     body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "manifest_hmac")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -44,10 +44,10 @@ def file_hashes(run_dir: Path) -> dict[str, dict[str, Any]]:
 def write_manifest(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
     manifest = dict(fields)
     manifest["files"] = file_hashes(run_dir)
-    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    manifest["manifest_sha256"] = hashlib.sha256(canonical(manifest)).hexdigest()
     key = os.environ.get(KEY_ENV)
     if key:
-        manifest["manifest_hmac"] = hmac.new(key.encode(), _canonical(manifest), hashlib.sha256).hexdigest()
+        manifest["manifest_hmac"] = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
     (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n",
                                     encoding="utf-8")
     return manifest
@@ -63,11 +63,11 @@ def verify_evidence(run_dir: Path) -> list[str]:
     except ValueError:
         return [f"{path}: manifest is not valid JSON"]
     problems = []
-    if hashlib.sha256(_canonical(manifest)).hexdigest() != manifest.get("manifest_sha256"):
+    if hashlib.sha256(canonical(manifest)).hexdigest() != manifest.get("manifest_sha256"):
         problems.append(f"{MANIFEST}: edited (its content does not match its own sha256)")
     key = os.environ.get(KEY_ENV)
     if key:
-        expected = hmac.new(key.encode(), _canonical(manifest), hashlib.sha256).hexdigest()
+        expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, str(manifest.get("manifest_hmac", ""))):
             problems.append(f"{MANIFEST}: HMAC signature missing or wrong for the key in {KEY_ENV}")
     recorded: dict[str, Any] = manifest.get("files", {})

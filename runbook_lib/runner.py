@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, catalog, index_page, logger
+from . import __version__, catalog, history, index_page, logger, vouch
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -113,7 +113,9 @@ def render_html(notebook: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    # The sanitizer cleans every Markdown cell and HTML output: names from the database are escaped at
+    # the source (markup.md_text), and a page must stay inert even where one was missed.
+    exporter = HTMLExporter(template_name="lab", sanitize_html=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
     target.write_text(_EXTERNAL_TAG.sub("", body), encoding="utf-8")
@@ -207,7 +209,34 @@ def finish(run_dir: Path, result: RunResult, *, params: dict[str, Any], ident: d
         **(extra or {}),
     }
     index_page.build(run_dir, fields)
-    return write_manifest(run_dir, fields)
+    manifest = write_manifest(run_dir, fields)
+    _record_manifest(dsn, str(params.get("history_schema") or "cascade_runbook"), run_dir,
+                     str(manifest["manifest_sha256"]))
+    return manifest
+
+
+def _record_manifest(dsn: str, schema: str, run_dir: Path, sha256: str) -> None:
+    """The history row of a run that changed the database also keeps its manifest's sha256."""
+    try:
+        with connect_mod.connection(dsn, autocommit=True) as conn:
+            history.record_manifest(conn, schema, run_dir.name, sha256)
+    except Exception as exc:  # noqa: BLE001 - the evidence is written; the history lacks only this hash
+        logger.warning("could not record the manifest's sha256 in the run history: %s", exc)
+
+
+def trust_lines(run_dir: Path) -> list[str]:
+    """Whether ``run_dir`` is signed and whether this database's run history vouches for it."""
+    schema = "cascade_runbook"
+    try:
+        schema = str(json.loads((run_dir / "parameters.json").read_text(encoding="utf-8"))["history_schema"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with connect_mod.connection(connect_mod.dsn_from_env(), autocommit=True) as conn:
+            return vouch.assess(run_dir, conn, schema).lines()
+    except Exception as exc:  # noqa: BLE001 - verifying files needs no server; say why it was not asked
+        return vouch.Trust(signed=vouch.signed(run_dir), vouched=None,
+                           detail=f"no connection: {str(exc).splitlines()[0] if str(exc) else exc}").lines()
 
 
 def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
@@ -220,6 +249,8 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
     params = params_mod.validate(params_mod.apply_overrides(raw, overrides or []))
     dsn = connect_mod.dsn_from_env()
     ident = precheck(params, dsn)
+    with connect_mod.connection(dsn, autocommit=True) as conn:
+        vouch.require_trusted(source, conn, params.history_schema)
     base = Path(evidence_dir).resolve() if evidence_dir else source.parent
     run_dir = base / new_run_id("-rollback")
     run_dir.mkdir(parents=True)

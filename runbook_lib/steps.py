@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from . import backup as backup_mod
+from . import history, vouch
 from . import catalog, execute, logger, render, samples, testuser
 from . import references as references_mod
 from . import indexes as indexes_mod
@@ -201,7 +202,8 @@ def pending(ctx: RunContext) -> set[str]:
 def plan(ctx: RunContext) -> Plan:
     the_plan = make_plan(snapshot_before(ctx), ctx.params, pending(ctx))
     ctx.save_json("plan.json", the_plan.to_dict())
-    ctx.save_text("plan.sql", the_plan.forward_script())
+    header = history.script_lines(ctx.params.history_schema) if the_plan.actions else []
+    ctx.save_text("plan.sql", "\n".join(header) + the_plan.forward_script())
     ctx.save_text("rollback.sql", the_plan.rollback_script())
     for note in the_plan.notes:
         logger.warning("%s", note)
@@ -269,6 +271,7 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
     built: list[indexes_mod.IndexResult] = []
     try:
         with execute.run_lock(lock_conn):
+            _record_start(ctx, lock_conn, the_plan)
             # Indexes first: the validations that follow, and every cascade after, use them.
             built = indexes_mod.create(ctx.connect, wanted_indexes, lock_timeout_ms=ctx.params.lock_timeout_ms,
                                        attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff)
@@ -280,11 +283,33 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
         if index.status == "failed":
             results.append(execute.StepResult(constraint=index.constraint, direction="index", status="failed",
                                               error=f"index {index.index}: {index.detail}"))
+    _record_end(ctx, results)
     outcome = ApplyOutcome(dry_run=False, results=results, backup_note=note, indexes=built)
     ctx.save_json("apply_result.json", {"dry_run": False, "backup": note,
                                         "results": [r.to_dict() for r in results],
                                         "indexes": [i.to_dict() for i in built]})
     return outcome
+
+
+def _record_start(ctx: RunContext, conn: Any, the_plan: Plan) -> None:
+    """Before the first change: the database records this run and the hashes of the files a rollback
+    of it will read (the plan and the snapshot), so that an edited folder is refused later."""
+    if not ctx.path("plan.json").exists():
+        ctx.save_json("plan.json", the_plan.to_dict())
+    try:
+        history.record_start(conn, ctx.params.history_schema, run_id=ctx.run_dir.name, kind="apply",
+                             parent=qualname(the_plan.parent), hashes=history.folder_hashes(ctx.run_dir))
+    except Exception as exc:  # noqa: BLE001 - any failure to record means nothing is changed
+        raise ApplyError(f"apply refused: cannot record the run in {ctx.params.history_schema}."
+                         f"{history.TABLE}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                         "set history_schema to a schema this role may create or write") from None
+
+
+def _record_end(ctx: RunContext, results: list[execute.StepResult]) -> None:
+    changed = [r.constraint for r in results if r.status in ("applied", "already")]
+    status = "failed" if any(r.status == "failed" for r in results) else "applied"
+    with ctx.connect() as conn:
+        history.record_end(conn, ctx.params.history_schema, ctx.run_dir.name, status=status, changed=changed)
 
 
 # ---------------------------------------------------------------- verify
@@ -353,6 +378,9 @@ def rollback(ctx: RunContext, source_run: str | Path,
     problems = verify_evidence(source)
     if problems:
         raise VerificationFailed(f"the evidence of {source} does not verify: {problems[0]}")
+    with ctx.connect() as conn:
+        trust = vouch.require_trusted(source, conn, ctx.params.history_schema)
+    logger.info("rolling back %s: %s", source, "; ".join(trust.lines()))
     src = ctx.with_run_dir(source)
     before = src.load_snapshot(SNAPSHOT_BEFORE)
     if before is None:
@@ -373,6 +401,10 @@ def rollback(ctx: RunContext, source_run: str | Path,
     finally:
         executor.close()
         lock_conn.close()
+    with ctx.connect() as conn:
+        history.record_rollback(conn, ctx.params.history_schema, run_id=ctx.run_dir.name, source=source.name,
+                                parent=qualname(the_plan.parent), hashes=history.folder_hashes(source),
+                                restored=[r.constraint for r in results if r.status != "failed"])
     after = inspect(ctx, save_as="snapshot_after_rollback.json")
     # After a rollback, every FK the run changed must be back to its exact original definition text.
     comparison = compare(before, after, {}, scope=[i.fk.key for i in items],

@@ -1,0 +1,81 @@
+"""Whether a run folder may be trusted: signed with the evidence key, or vouched for by the database.
+
+A manifest's own sha256 proves nothing against someone who edits a file and recomputes it. Two things
+do: an HMAC under ``RUNBOOK_EVIDENCE_KEY`` (which the editor does not hold), and the run history in
+the database (``history.py``), which recorded the sha256 of the files a rollback reads when the run
+changed the database. ``require_trusted`` refuses a folder that has neither.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import history
+from .errors import EvidenceError
+from .evidence import KEY_ENV, MANIFEST, canonical
+
+
+@dataclass(frozen=True)
+class Trust:
+    signed: bool | None  # None: no key in the environment to check a signature with
+    vouched: bool | None  # None: the database was not asked
+    detail: str
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.signed) or bool(self.vouched)
+
+    def lines(self) -> list[str]:
+        signed = {True: "signed: yes (HMAC verifies with the key in " + KEY_ENV + ")",
+                  False: "signed: no (no HMAC, or one that does not verify with the key in " + KEY_ENV + ")",
+                  None: f"signed: not checked ({KEY_ENV} is not set)"}[self.signed]
+        vouched = {True: "vouched by the database's run history: yes",
+                   False: "vouched by the database's run history: no",
+                   None: "vouched by the database's run history: not checked"}[self.vouched]
+        return [signed, f"{vouched} ({self.detail})" if self.detail else vouched]
+
+
+def signed(run_dir: Path) -> bool | None:
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        return None
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, str(manifest.get("manifest_hmac", "")))
+
+
+def vouched(conn: psycopg.Connection[Any], schema: str, run_dir: Path) -> tuple[bool, str]:
+    entry = history.find(conn, schema, run_dir.name)
+    if entry is None or entry.kind != "apply":
+        return False, f"no apply of run {run_dir.name} is recorded in {schema}.{history.TABLE}"
+    hashes = history.folder_hashes(run_dir)
+    for name, recorded in (("plan.json", entry.plan_sha256), ("snapshot_before.json", entry.snapshot_sha256)):
+        if hashes[name] != recorded:
+            return False, f"{name} of run {run_dir.name} differs from the sha256 recorded in {schema}.{history.TABLE}"
+    return True, f"recorded in {schema}.{history.TABLE}, status {entry.status}"
+
+
+def assess(run_dir: Path, conn: psycopg.Connection[Any] | None, schema: str) -> Trust:
+    if conn is None:
+        return Trust(signed=signed(run_dir), vouched=None, detail="no connection")
+    ok, detail = vouched(conn, schema, run_dir)
+    return Trust(signed=signed(run_dir), vouched=ok, detail=detail)
+
+
+def require_trusted(run_dir: Path, conn: psycopg.Connection[Any], schema: str) -> Trust:
+    """Refuse, in one line, a folder that neither the key nor the database vouches for."""
+    trust = assess(run_dir, conn, schema)
+    if not trust.trusted:
+        raise EvidenceError(f"rollback refused: {trust.detail}, and the folder carries no valid {KEY_ENV} "
+                            "signature; only a run the database recorded (or a signed one) is rolled back")
+    return trust

@@ -13,6 +13,7 @@ import psycopg
 from . import connect as connect_mod
 from .catalog import Snapshot
 from .errors import StepFailed
+from .evidence import private_dir
 from .params import Parameters, validate
 
 RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
@@ -59,7 +60,7 @@ class RunContext:
             path = Path(chosen)
         else:
             path = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence")) / "interactive"
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         return cls(params=params, run_dir=path.resolve())
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
@@ -92,7 +93,7 @@ class RunContext:
         """Record the step's verdict; a failing verdict raises so that papermill stops the run here."""
         line = f"{'PASS' if ok else 'FAIL'}: {step}: {message}"
         verdicts = self.path("verdicts")
-        verdicts.mkdir(exist_ok=True)
+        private_dir(verdicts)
         write_json(verdicts / f"{step}.json", {"step": step, "ok": ok, "message": message,
                                                 "time": time.time(), **details})
         if not ok:

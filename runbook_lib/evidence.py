@@ -10,11 +10,13 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from . import logger
 from .backup import sha256_file
 from .errors import EvidenceError
 
@@ -32,24 +34,71 @@ def canonical(manifest: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
-def file_hashes(run_dir: Path) -> dict[str, dict[str, Any]]:
-    files = {}
-    for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
+def _walk(run_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every regular file at any depth (except the top-level manifest), and what is not one.
+
+    Symbolic links are never followed: one could point the check at files outside the folder, or
+    hide files added there; links and special files are reported instead.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    strange: list[str] = []
+    for root, dirs, names in os.walk(run_dir, followlinks=False):
+        base = Path(root)
+        for name in sorted(dirs + names):
+            path = base / name
             rel = path.relative_to(run_dir).as_posix()
-            files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    return files
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                strange.append(f"{rel}: a symbolic link (refused: evidence holds only regular files)")
+            elif stat.S_ISREG(mode):
+                if rel != MANIFEST:
+                    files[rel] = {"sha256": sha256_file(path), "size": path.lstat().st_size}
+            elif not stat.S_ISDIR(mode):
+                strange.append(f"{rel}: not a regular file (refused)")
+    return dict(sorted(files.items())), strange
+
+
+def file_hashes(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return _walk(run_dir)[0]
+
+
+def private_dir(path: Path, *, exist_ok: bool = True) -> Path:
+    """Make ``path`` (and missing parents) readable by its owner only, whatever the umask says."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=0o700, parents=True, exist_ok=exist_ok)
+    for made in missing:
+        os.chmod(made, 0o700)
+    if not missing:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:  # a folder someone else owns: it is theirs to protect
+            logger.warning("cannot make %s private (owned by another user)", path)
+    return path
+
+
+def seal_permissions(run_dir: Path) -> None:
+    """Folders 0700, files 0600: the evidence names the database's tables, people and rules."""
+    for root, dirs, names in os.walk(run_dir, followlinks=False):
+        os.chmod(root, 0o700)
+        for name in names:
+            path = Path(root) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                os.chmod(path, 0o600)
 
 
 def write_manifest(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    seal_permissions(run_dir)
     manifest = dict(fields)
-    manifest["files"] = file_hashes(run_dir)
+    manifest["files"], strange = _walk(run_dir)
+    for line in strange:
+        logger.warning("evidence %s: %s", run_dir, line)
     manifest["manifest_sha256"] = hashlib.sha256(canonical(manifest)).hexdigest()
     key = os.environ.get(KEY_ENV)
     if key:
         manifest["manifest_hmac"] = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
-    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n",
-                                    encoding="utf-8")
+    target = run_dir / MANIFEST
+    target.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.chmod(target, 0o600)
     return manifest
 
 
@@ -70,8 +119,11 @@ def verify_evidence(run_dir: Path) -> list[str]:
         expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, str(manifest.get("manifest_hmac", ""))):
             problems.append(f"{MANIFEST}: HMAC signature missing or wrong for the key in {KEY_ENV}")
+    if path.is_symlink():
+        return [f"{MANIFEST}: a symbolic link (refused)"]
     recorded: dict[str, Any] = manifest.get("files", {})
-    actual = file_hashes(Path(run_dir))
+    actual, strange = _walk(Path(run_dir))
+    problems.extend(strange)
     for name in sorted(set(recorded) - set(actual)):
         problems.append(f"{name}: removed")
     for name in sorted(set(actual) - set(recorded)):

@@ -23,7 +23,7 @@ from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
 from .errors import CatalogError, ParameterError
-from .evidence import new_run_id, require_valid, write_manifest
+from .evidence import new_run_id, private_dir, require_valid, write_manifest
 
 STEPS: dict[str, str] = {
     "preflight": "00_preflight",
@@ -170,7 +170,7 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
     dsn = connect_mod.dsn_from_env()
     ident = precheck(params, dsn)
     run_dir = Path(evidence_dir).resolve() / (run_id or new_run_id())
-    run_dir.mkdir(parents=True, exist_ok=False)
+    private_dir(run_dir, exist_ok=False)
     injected = notebook_parameters(params)
     write_json(run_dir / "parameters.json", injected)
     started = time.time()
@@ -253,7 +253,7 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
         vouch.require_trusted(source, conn, params.history_schema)
     base = Path(evidence_dir).resolve() if evidence_dir else source.parent
     run_dir = base / new_run_id("-rollback")
-    run_dir.mkdir(parents=True)
+    private_dir(run_dir, exist_ok=False)
     injected = notebook_parameters(params)
     write_json(run_dir / "parameters.json", injected)
     started = time.time()

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -382,10 +382,17 @@ def _expect_reverse(item: PlanItem) -> Expect:
     return check
 
 
-def pending_validations(evidence_root: Path, exclude: Path | None = None) -> set[str]:
-    """FKs that some earlier run started to swap with a VALIDATE to follow, which never ran."""
+def pending_validations(evidence_root: Path, exclude: Path | None = None,
+                        only: Collection[str] | None = None) -> set[str]:
+    """FKs that some earlier run started to swap with a VALIDATE to follow, which never ran.
+
+    ``only``: the run ids whose journals are trusted (those the database's run history records); a
+    journal dropped into the evidence folder by anyone else is ignored.
+    """
     pending: set[str] = set()
-    journals = sorted((p for p in evidence_root.glob("*/apply_journal.jsonl") if p.parent != exclude),
+    journals = sorted((p for p in evidence_root.glob("*/apply_journal.jsonl")
+                       if p.parent != exclude and (only is None or p.parent.name in only)
+                       and p.is_file() and not p.is_symlink() and not p.parent.is_symlink()),
                       key=lambda p: p.stat().st_mtime)
     for journal in journals:
         for line in journal.read_text(encoding="utf-8").splitlines():

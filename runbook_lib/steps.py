@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg
 
 from . import backup as backup_mod
 from . import history, vouch
@@ -16,7 +17,7 @@ from . import references as references_mod
 from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
 from .context import RunContext
-from .errors import ApplyError, PreflightFailed, RunbookError, VerificationFailed
+from .errors import ApplyError, ParameterError, PreflightFailed, RunbookError, VerificationFailed
 from .plan import Plan, make_plan
 from .verify import Comparison, compare, expected_after
 
@@ -195,8 +196,11 @@ def snapshot_before(ctx: RunContext) -> Snapshot:
 
 
 def pending(ctx: RunContext) -> set[str]:
-    # This run's own journal is left out: plan, apply and verify must all see the same set.
-    return execute.pending_validations(ctx.run_dir.parent, exclude=ctx.run_dir)
+    # This run's own journal is left out: plan, apply and verify must all see the same set. Only the
+    # journals of runs the database's history records are read.
+    with ctx.connect() as conn:
+        known = history.known_runs(conn, ctx.params.history_schema)
+    return execute.pending_validations(ctx.run_dir.parent, exclude=ctx.run_dir, only=known)
 
 
 def plan(ctx: RunContext) -> Plan:
@@ -494,7 +498,12 @@ def preview_user(ctx: RunContext, user_id: Any) -> testuser.Preview:
             raise catalog.CatalogError(f"parent table {ctx.params.parent_schema}.{ctx.params.parent_table} "
                                        "does not exist")
         parent = (ctx.params.parent_schema, ctx.params.parent_table)
-        found = testuser.preview(conn, parent, user_id)
+        try:
+            found = testuser.preview(conn, parent, user_id)
+        except psycopg.errors.DataError as exc:
+            # The key is cast to the key column's type by the server: a value it cannot read is bad input.
+            raise ParameterError(f"user id {user_id!r} is not a key of {qualname(parent)}: "
+                                 f"{str(exc).splitlines()[0]}") from None
     if not found.found:
         raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
     return found

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from runbook_lib import catalog, steps
+from runbook_lib import catalog, history, steps
 from runbook_lib.context import RunContext
 from runbook_lib.params import validate
 from runbook_lib.plan import make_plan
@@ -31,6 +31,9 @@ def test_a_swap_left_not_valid_by_a_killed_run_is_validated_by_the_next(make_db:
         json.dumps({"event": "start", "constraint": KEY, "validate_pending": True}) + "\n"
         + '{"event": "swapped", "constr')  # the last line was cut short by the kill
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # The killed run had recorded itself in the run history before its first change.
+        history.record_start(conn, params.history_schema, run_id=killed.name, kind="apply",
+                             parent="public.users", hashes={})
         for statement in item.forward():
             conn.execute(statement)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -376,23 +376,12 @@ class RollbackOutcome:
 def rollback(ctx: RunContext, source_run: str | Path,
              progress: execute.Progress | None = None) -> RollbackOutcome:
     """Restore every FK the source run changed to its exact original definition."""
-    from .evidence import verify_evidence
-
     source = Path(source_run).resolve()
-    problems = verify_evidence(source)
-    if problems:
-        raise VerificationFailed(f"the evidence of {source} does not verify: {problems[0]}")
-    with ctx.connect() as conn:
-        trust = vouch.require_trusted(source, conn, ctx.params.history_schema)
-    logger.info("rolling back %s: %s", source, "; ".join(trust.lines()))
-    src = ctx.with_run_dir(source)
-    before = src.load_snapshot(SNAPSHOT_BEFORE)
-    if before is None:
+    the_plan = vouch.rollback_plan(ctx, source)
+    before = ctx.with_run_dir(source).load_snapshot(SNAPSHOT_BEFORE)
+    if before is None:  # rollback_plan refuses such a folder; this keeps the type checker honest
         raise VerificationFailed(f"{source} holds no snapshot from before its change")
-    the_plan = make_plan(before, ctx.params)
-    changed = set(applied_keys(src))
-    items = tuple(i for i in the_plan.changes if i.fk.key in changed)
-    the_plan = replace(the_plan, items=items)
+    items = the_plan.items
     ctx.save_text("rollback.sql", the_plan.rollback_script())
     executor = execute.Executor(
         ctx.connect, lock_timeout_ms=ctx.params.lock_timeout_ms, attempts=ctx.params.lock_retries,

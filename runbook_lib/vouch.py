@@ -11,15 +11,18 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from . import history
-from .errors import EvidenceError
-from .evidence import KEY_ENV, MANIFEST, canonical
+from . import history, render
+from .catalog import Snapshot
+from .context import RunContext
+from .errors import EvidenceError, VerificationFailed
+from .evidence import KEY_ENV, MANIFEST, canonical, verify_evidence
+from .plan import Plan, make_plan
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,41 @@ def require_trusted(run_dir: Path, conn: psycopg.Connection[Any], schema: str) -
         raise EvidenceError(f"rollback refused: {trust.detail}, and the folder carries no valid {KEY_ENV} "
                             "signature; only a run the database recorded (or a signed one) is rolled back")
     return trust
+
+
+def rollback_plan(ctx: RunContext, source_run: str | Path) -> Plan:
+    """The plan that reverses what ``source_run`` changed, from a folder that verifies and is trusted.
+
+    The foreign keys to restore are those the database's history says the run changed (the folder's
+    ``apply_result.json`` only for a folder trusted by its signature), and the reverse DDL computed from
+    the vouched snapshot must be exactly the DDL the run's recorded ``plan.json`` holds.
+    """
+    source = Path(source_run).resolve()
+    problems = verify_evidence(source)
+    if problems:
+        raise VerificationFailed(f"the evidence of {source} does not verify: {problems[0]}")
+    with ctx.connect() as conn:
+        trust = require_trusted(source, conn, ctx.params.history_schema)
+        entry = history.find(conn, ctx.params.history_schema, source.name) if trust.vouched else None
+    snapshot = _load(source, "snapshot_before.json")
+    if snapshot is None:
+        raise VerificationFailed(f"{source} holds no snapshot from before its change")
+    if entry is not None:
+        changed = set(entry.changed)
+    else:
+        results = (_load(source, "apply_result.json") or {}).get("results", [])
+        changed = {r["constraint"] for r in results if r.get("status") in ("applied", "already")}
+    the_plan = make_plan(Snapshot.from_dict(snapshot), ctx.params)
+    items = tuple(i for i in the_plan.changes if i.fk.key in changed)
+    recorded = {i["constraint"]: i for i in (_load(source, "plan.json") or {}).get("items", [])}
+    for item in items:
+        reverse = recorded.get(item.fk.key, {}).get("reverse")
+        if reverse != [render.text(s) for s in item.reverse()]:
+            raise VerificationFailed(f"rollback refused: the rollback of {item.fk.key} computed from the snapshot "
+                                     f"differs from the one recorded in {source.name}/plan.json")
+    return replace(the_plan, items=items)
+
+
+def _load(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

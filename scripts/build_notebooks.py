@@ -240,6 +240,11 @@ NOTEBOOKS = {
         "`pg_get_constraintdef` of each must be exactly what it was before that run. Run it with "
         "`runbook rollback RUN_DIR`.",
         [
+            ("md", "## What will run\nThe run folder must verify, and the database's run history must vouch "
+                   "for it (or its manifest carry a valid `RUNBOOK_EVIDENCE_KEY` signature); the reverse DDL "
+                   "must be exactly what the run's `plan.json` recorded. This is the DDL, before it runs."),
+            ("code", "from runbook_lib import vouch\n\nprint(vouch.rollback_plan(ctx, source_run).rollback_script())"),
+            ("md", "## Rolling back"),
             ("code", "outcome = steps.rollback(ctx, source_run, progress=print)\n"
                      "display(Markdown(f'Rolling back the run in {md_bold(outcome.source.name)}'))\n"
                      "pd.DataFrame([r.to_dict() for r in outcome.results])"),

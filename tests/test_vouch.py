@@ -97,3 +97,35 @@ def test_a_vouched_run_rolls_back_and_the_history_records_it(make_db: Any, tmp_p
     rows = history_rows(dsn)
     assert [(r[1], r[2]) for r in rows] == [("apply", "rolled back"), ("rollback", "rolled back")]
     assert rows[1][7] == run_dir.name and rows[1][6] == 16
+
+
+def test_a_signed_folder_whose_snapshot_disagrees_with_its_recorded_plan_is_refused(
+        make_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib import steps, vouch
+    from runbook_lib.context import RunContext
+    from runbook_lib.errors import VerificationFailed
+    from runbook_lib.params import validate
+
+    dsn = make_db(sql_file("edge_cases.sql"))
+    params = validate({"parent_table": "users", "dry_run": False, "backup": {"enabled": False},
+                       "rules": {"billing": "SET NULL"}})
+    ctx = RunContext(params=params, run_dir=tmp_path / "ev" / "r1", dsn=dsn)
+    ctx.run_dir.mkdir(parents=True)
+    steps.inspect(ctx)
+    steps.plan(ctx)
+    steps.apply(ctx)
+    write_manifest(ctx.run_dir, {"run_id": "r1", "steps": []})
+    other = RunContext(params=params, run_dir=tmp_path / "ev" / "r2", dsn=dsn)
+    planned = vouch.rollback_plan(other, ctx.run_dir)
+    assert len(planned.items) == 16  # the keys the history recorded as changed
+
+    snapshot = json.loads((ctx.run_dir / "snapshot_before.json").read_text())
+    [fk] = [f for f in snapshot["foreign_keys"] if f"{f['schema']}.{f['table']}.{f['name']}" == KEY]
+    fk["on_delete"] = "RESTRICT"
+    (ctx.run_dir / "snapshot_before.json").write_text(json.dumps(snapshot))
+    reseal(ctx.run_dir, "k-1", monkeypatch)  # the key holder signs the edit
+    with pytest.raises(VerificationFailed, match="differs from the one recorded in r1/plan.json"):
+        vouch.rollback_plan(other, ctx.run_dir)
+    monkeypatch.delenv("RUNBOOK_EVIDENCE_KEY")
+    with pytest.raises(Exception, match="rollback refused: snapshot_before.json of run r1 differs"):
+        vouch.rollback_plan(other, ctx.run_dir)

@@ -466,3 +466,10 @@ def preview_user(ctx: RunContext, user_id: Any) -> testuser.Preview:
     if not found.found:
         raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
     return found
+
+
+def preview_unprotected(ctx: RunContext, user_id: Any) -> list[references_mod.UserReference]:
+    """Read-only: the user's rows in reference columns no FK protects, which no cascade will reach."""
+    parent = (ctx.params.parent_schema, ctx.params.parent_table)
+    with ctx.connect() as conn:
+        return references_mod.user_rows(conn, parent, catalog.parent_key(conn, parent), user_id, ctx.params)

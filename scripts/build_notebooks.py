@@ -226,6 +226,8 @@ NOTEBOOKS = {
             ("code", "if preview_user_id is not None:\n"
                      "    real = steps.preview_user(ctx, preview_user_id)\n"
                      "    display(testuser.preview_frame(real), testuser.blockers_frame(real))\n"
+                     "    display(Markdown('Rows of this user that no foreign key reaches (left behind by the delete):'))\n"
+                     "    display(report.unprotected_frame(steps.preview_unprotected(ctx, preview_user_id)))\n"
                      "else:\n"
                      "    print('preview_user_id is not set')"),
             ("md", "## Verdict"),

@@ -17,6 +17,7 @@ from runbook_lib import params as params_mod
 from runbook_lib import evidence, steps
 from runbook_lib.demo import ROOT
 from runbook_lib.errors import ApplyError
+from tests.test_cli import runbook
 from tests.test_db_apply import fk_state, full_run, new_ctx, rolled_back, scalar
 
 BOARD = (ROOT / "demo" / "image_board.sql").read_text(encoding="utf-8")
@@ -184,3 +185,29 @@ def test_big_tables_are_sampled_not_read_whole(make_db: Any, tmp_path: Path, mon
     assert "public.dmails" in fact
     seen = int(fact.split("sample of ")[1].split(" ")[0].replace(",", "")) if "sample of" in fact else 0
     assert seen <= 200
+
+
+def test_a_real_users_preview_lists_rows_no_fk_reaches(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(BOARD)
+    with psycopg.connect(dsn) as conn:
+        expected = {f"public.{t}.{c}": int(scalar(conn, f"SELECT count(*) FROM {t} WHERE {c} = 7"))
+                    for t, c in (("api_keys", "user_id"), ("user_events", "user_id"), ("ip_bans", "creator_id"),
+                                 ("audit_log_2023", "user_id"), ("audit_log_2024", "user_id"))}
+    found = steps.preview_unprotected(new_ctx(dsn, tmp_path), 7)
+    counted = {f"{r.column.key}": r.rows for r in found}
+    assert counted == {k: v for k, v in expected.items() if v}
+    assert all(r.note == "not reached by any foreign key" for r in found)
+    # A big unindexed table is not read whole: it is named with the index that makes the lookup cheap.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE user_events")
+    capped = steps.preview_unprotected(new_ctx(dsn, tmp_path / "capped", exact_count_rows=100), 7)
+    events = next(r for r in capped if r.column.key == "public.user_events.user_id")
+    assert events.rows is None and "CREATE INDEX CONCURRENTLY" in events.note
+    api = next(r for r in capped if r.column.key == "public.api_keys.user_id")
+    assert api.rows == expected["public.api_keys.user_id"]  # indexed: looked up whatever the size
+    params = tmp_path / "params.json"
+    params.write_text('{"parent_table": "users"}')
+    shown = runbook("preview", "--params", str(params), "--user-id", "7", dsn=dsn, cwd=tmp_path)
+    tail = shown.stdout.split("not reached by any foreign key", 1)[1]
+    line = next(ln for ln in tail.splitlines() if "public.user_events" in ln)
+    assert line.split()[2] == str(expected["public.user_events.user_id"]), shown.stdout

@@ -102,7 +102,7 @@ def _preview(params_file: str, user_id: str) -> int:
     import pandas as pd
 
     from . import params as params_mod
-    from . import report, steps, testuser
+    from . import collateral, report, steps, testuser
     from .connect import dsn_from_env
     from .context import RunContext
 
@@ -116,6 +116,10 @@ def _preview(params_file: str, user_id: str) -> int:
         if len(blockers):
             print("\nblockers:")
             print(blockers.to_string(index=False))
+        others = collateral.of_preview(found, params)
+        if others:
+            print("\nother users' rows this delete removes or detaches:")
+            print(report.collateral_rows_frame(others).to_string(index=False))
         unprotected = steps.preview_unprotected(ctx, user_id)
         if unprotected:
             print("\nnot reached by any foreign key (the delete leaves these rows behind):")

@@ -23,7 +23,7 @@ PARAMETERS = paramdocs.parameters_cell()
 SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
 
-from runbook_lib import graph, report, steps, testuser
+from runbook_lib import collateral, graph, report, steps, testuser
 from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
@@ -226,6 +226,8 @@ NOTEBOOKS = {
             ("code", "if preview_user_id is not None:\n"
                      "    real = steps.preview_user(ctx, preview_user_id)\n"
                      "    display(testuser.preview_frame(real), testuser.blockers_frame(real))\n"
+                     "    display(Markdown('Other users\\' rows this delete removes or detaches:'))\n"
+                     "    display(report.collateral_rows_frame(collateral.of_preview(real, ctx.params)))\n"
                      "    display(Markdown('Rows of this user that no foreign key reaches (left behind by the delete):'))\n"
                      "    display(report.unprotected_frame(steps.preview_unprotected(ctx, preview_user_id)))\n"
                      "else:\n"

@@ -17,7 +17,7 @@ from psycopg import sql
 from runbook_lib import catalog, render
 from runbook_lib import params as params_mod
 from runbook_lib import plan as plan_mod
-from runbook_lib import testuser as tu
+from runbook_lib import deletion as tu
 from runbook_lib.catalog import Snapshot
 from runbook_lib.errors import RunbookError
 from tests.conftest import ROOT, sql_file
@@ -163,7 +163,7 @@ def test_partitioned_tables_get_a_row_in_a_partition_and_are_counted_per_partiti
         assert proof.ok, proof.message
         tables = {c["table"]: c for c in proof.counts}
         assert "public.readings" not in tables and "public.events" not in tables  # no double count
-        assert tables[tu.qualname(reading.leaf)]["change"] == -1
+        assert tables[catalog.qualname(reading.leaf)]["change"] == -1
         assert tables["public.events_eu"]["change"] == -1 and tables["public.events_us"]["change"] == 0
 
 

@@ -427,13 +427,16 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         setup: list[Any] = []
         if ctx.params.dry_run and rehearse:
             setup = [s for item in make_plan(snap, ctx.params).changes for s in item.rehearsal()]
+        timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
         run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
-                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup)
+                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
+                                     timeouts=timeouts)
         key_columns = deletion.parent_key_columns(conn, snap.parent)
         statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None
         # The explicit script is proven on a test user of its own, on the database as it is now.
         with conn.transaction(force_rollback=True):
+            deletion.set_timeouts(conn, timeouts)
             synthesis = deletion.synthesize(conn, snap, marker=deletion.new_marker(),
                                             values=settings.get("values") or {})
             if snap.parent in synthesis.rows:
@@ -462,7 +465,8 @@ def preview_user(ctx: RunContext, user_id: Any) -> deletion.Preview:
             raise catalog.CatalogError(f"parent table {ctx.params.parent_schema}.{ctx.params.parent_table} "
                                        "does not exist")
         parent = (ctx.params.parent_schema, ctx.params.parent_table)
-        found = deletion.preview(conn, parent, user_id)
+        found = deletion.preview(conn, parent, user_id, timeouts=deletion.Timeouts(
+            ctx.params.statement_timeout, ctx.params.lock_timeout))
     if not found.found:
         raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
     return found

@@ -45,6 +45,7 @@ the query that deleted the referenced row, not of the whole statement): such row
 from __future__ import annotations
 
 from .columns import ColumnCatalog, TableMeta, parent_key_columns, read_column_catalog
+from .common import Timeouts, set_timeouts
 from .frames import blockers_frame, orphans_frame, preview_frame, proof_frame, synthesis_frame
 from .orphans import Orphans, orphans
 from .preview import Blocker, Detached, Preview, PreviewRow, preview
@@ -55,8 +56,8 @@ from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, new_marker,
 
 __all__ = [
     "Blocker", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans", "Preview", "PreviewRow", "Proof",
-    "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "UserDeletionRun", "blockers_frame",
+    "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "Timeouts", "UserDeletionRun", "blockers_frame",
     "delete_and_prove", "new_marker", "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns",
     "preview", "preview_frame", "proof_frame", "prove_ordered_delete", "read_column_catalog", "run_test_user",
-    "script_params", "script_rules", "synthesis_frame", "synthesize",
+    "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize",
 ]

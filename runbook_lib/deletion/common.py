@@ -1,6 +1,7 @@
 """Small SQL helpers shared by the deletion modules: identifiers, typed key matches, transactions."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import psycopg
@@ -60,10 +61,13 @@ def _identity_match(cat: ColumnCatalog, meta: TableMeta, alias: str,
     cols = meta.identity_columns
     if cols:
         return _match(cat, meta, alias, cols, identities)
-    # No key at all: the row's place (rare; a sequential scan).
-    cond = sql.SQL("({a}.tableoid::pg_catalog.int8::pg_catalog.text || ':' || {a}.ctid::pg_catalog.text) "
+    # No key at all: the row's place. ``ctid = ANY`` is a TID scan in each partition; the tableoid then
+    # tells apart equal ctids of different partitions.
+    cond = sql.SQL("{a}.ctid = ANY(CAST({p} AS pg_catalog.tid[])) AND "
+                   "({a}.tableoid::pg_catalog.int8::pg_catalog.text || ':' || {a}.ctid::pg_catalog.text) "
                    "= ANY(CAST({p} AS pg_catalog.text[]))").format(a=_ident(alias), p=sql.Placeholder())
-    return cond, [[i[0] for i in identities]]
+    texts = [i[0] for i in identities]
+    return cond, [[str(t).split(":", 1)[1] for t in texts], texts]
 
 
 def _identity_of(meta: TableMeta, tableoid: int, ctid: str, values: Mapping[str, Text]) -> Identity:
@@ -71,6 +75,21 @@ def _identity_of(meta: TableMeta, tableoid: int, ctid: str, values: Mapping[str,
     if cols:
         return tuple(values[c] for c in cols)
     return (f"{tableoid}:{ctid}",)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The run's statement_timeout and lock_timeout, applied to every statement of a deletion step."""
+    statement: str = "30s"
+    lock: str = "2s"
+
+
+def set_timeouts(conn: psycopg.Connection[Any], timeouts: Timeouts | None) -> None:
+    """SET LOCAL both timeouts for the rest of the caller's transaction (nothing when ``timeouts`` is None)."""
+    if timeouts is None:
+        return
+    conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, true), "
+                 "pg_catalog.set_config('lock_timeout', %s, true)", [timeouts.statement, timeouts.lock])
 
 
 def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import psycopg
@@ -15,7 +15,7 @@ from ..catalog import ForeignKey, TableKey, qualname
 from ..errors import RunbookError
 from ..graph import deletion_set
 from .columns import ColumnCatalog, parent_key_columns, read_column_catalog
-from .common import (Identity, Text, _chunks, _identity_of, _in_transaction, _key_text, _match, _read_fks,
+from .common import (Identity, Text, Timeouts, set_timeouts, _chunks, _identity_of, _in_transaction, _key_text, _match, _read_fks,
                      _select_list, _table)
 from .values import _as_text
 
@@ -69,6 +69,9 @@ class Preview:
     catalog: ColumnCatalog
     queries: int = 0
     seconds: float = 0.0
+    # leaf -> rows a SET NULL/DEFAULT edge reaches that the cascade also deletes: whether the update
+    # happens before the delete depends on the order of the RI triggers, so it may or may not be counted
+    maybe_updated: dict[TableKey, int] = field(default_factory=dict)
 
     def deleted_counts(self) -> dict[TableKey, int]:
         return {t: len(rows) for t, rows in self.deleted.items() if rows}
@@ -140,10 +143,15 @@ class _Walker:
             self.needed[table] = list(dict.fromkeys(cols))
         self.queries = 0
 
-    def fetch(self, table: TableKey, cond: sql.Composable, params: list[Any]) -> dict[Identity, PreviewRow]:
+    def fetch(self, table: TableKey, cond: sql.Composable, params: list[Any], *,
+              only: bool = False) -> dict[Identity, PreviewRow]:
         meta = self.cat.meta(table)
         cols = self.needed[table]
-        query = sql.SQL("SELECT {} FROM {} AS t WHERE {}").format(_select_list("t", cols), _table(table), cond)
+        # An FK's action reaches ONLY the plain table it is declared on, never its inheritance children
+        # (partitions are different: the FK is the partitioned table's and covers every partition).
+        scope = sql.SQL("ONLY " if only and meta.kind == "r" else "")
+        query = sql.SQL("SELECT {} FROM {}{} AS t WHERE {}").format(_select_list("t", cols), scope, _table(table),
+                                                                     cond)
         self.queries += 1
         rows = {}
         for tableoid, ctid, *texts in self.conn.execute(query, params).fetchall():
@@ -158,7 +166,7 @@ class _Walker:
         meta = self.cat.meta(fk.child)
         for chunk in _chunks(keys):
             cond, params = _match(self.cat, meta, "t", fk.columns, chunk)
-            found.update(self.fetch(fk.child, cond, params))
+            found.update(self.fetch(fk.child, cond, params, only=True))
         return found
 
     def walk(self, user_key: Mapping[str, Text]) -> Preview:
@@ -192,6 +200,7 @@ class _Walker:
                 else:
                     referencing[fk.key].update(children)
         detached: dict[str, Detached] = {}
+        maybe_updated: dict[TableKey, int] = defaultdict(int)
         blockers: list[Blocker] = []
         by_key = {fk.key: fk for fk in self.fks}
         for fk_key, refs in referencing.items():
@@ -208,6 +217,9 @@ class _Walker:
                                             [r.values for r in list(kept.values())[:5]]))
                 if kept:
                     detached[fk_key] = Detached(fk_key, fk.child, rule, tuple(columns), kept)
+                for i, r in refs.items():
+                    if i in gone:
+                        maybe_updated[r.leaf] += 1
                 continue
             if kept:
                 blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, rule, len(kept), True,
@@ -221,7 +233,8 @@ class _Walker:
             parent=self.parent, user_key=dict(user_key), found=bool(first), rules=dict(self.rules),
             deleted={t: r for t, r in deleted.items() if r}, detached=detached, blockers=blockers,
             unindexed=unindexed, via=dict(via), foreign_keys=tuple(self.fks), catalog=self.cat,
-            queries=self.queries, seconds=round(time.perf_counter() - started, 3))
+            queries=self.queries, seconds=round(time.perf_counter() - started, 3),
+            maybe_updated=dict(maybe_updated))
 
 
 def _user_key(conn: psycopg.Connection[Any], parent: TableKey, user_key: Mapping[str, Any] | Any) -> dict[str, Text]:
@@ -235,7 +248,8 @@ def _user_key(conn: psycopg.Connection[Any], parent: TableKey, user_key: Mapping
 
 
 def preview(conn: psycopg.Connection[Any], parent: TableKey, user_key: Mapping[str, Any] | Any, *,
-            read_only: bool = True, rules: Mapping[str, str] | None = None) -> Preview:
+            read_only: bool = True, rules: Mapping[str, str] | None = None,
+            timeouts: Timeouts | None = None) -> Preview:
     """What deleting the parent row ``user_key`` will do, from the FK rules the catalog shows now.
 
     Only SELECTs: children are found by their FK columns (``= ANY`` of a typed array, or a row IN over
@@ -253,5 +267,6 @@ def preview(conn: psycopg.Connection[Any], parent: TableKey, user_key: Mapping[s
     if read_only and not _in_transaction(conn):
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            set_timeouts(conn, timeouts)
             return run()
     return run()

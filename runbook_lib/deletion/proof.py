@@ -4,8 +4,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -15,7 +14,7 @@ from ..catalog import Snapshot, TableKey, qualname
 from ..errors import RunbookError
 from ..graph import deletion_set
 from .columns import ColumnCatalog
-from .common import (Identity, _cast, _chunks, _error_fields, _ident, _identity_match, _key_text,
+from .common import (_cast, _chunks, _error_fields, _ident, _identity_match, _key_text,
                      _require_transaction, _table)
 from .preview import Preview
 from .synthesize import Synthesis
@@ -67,173 +66,196 @@ class Proof:
         }
 
 
-def _exact_counts(conn: psycopg.Connection[Any], cat: ColumnCatalog) -> dict[TableKey, int]:
-    """Exact row counts of every leaf table (relkind 'r': plain tables and partitions)."""
-    leaves = sorted(key for key, _root, kind in cat.relations.values() if kind == "r")
-    counts: dict[TableKey, int] = {}
-    for chunk in _chunks(leaves, 200):
-        query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("(SELECT count(*) FROM ONLY {})").format(_table(t)) for t in chunk))
-        row = conn.execute(query).fetchone()
-        assert row is not None
-        counts.update(zip(chunk, (int(v) for v in row)))
-    return counts
+Counters = dict[int, tuple[int, int, int]]
+
+_XACT = """
+SELECT relid::pg_catalog.int8, n_tup_ins, n_tup_upd, n_tup_del FROM pg_catalog.pg_stat_xact_user_tables
+"""
 
 
-def _fingerprint(conn: psycopg.Connection[Any], cat: ColumnCatalog, table: TableKey,
-                 identities: Sequence[Identity] | None) -> tuple[int, str]:
-    """Row count and a sum of 64-bit row hashes: equal before and after means the rows are the same."""
-    where: sql.Composable = sql.SQL("")
-    params: list[Any] = []
-    if identities is not None:
-        if not identities:
-            return 0, "0"
-        cond, params = _identity_match(cat, cat.meta(table), "t", identities)
-        where = sql.SQL(" WHERE {}").format(cond)
-    query = sql.SQL("SELECT count(*), COALESCE(sum(pg_catalog.hashtextextended(t::pg_catalog.text, 0)"
-                    "::pg_catalog.numeric), 0)::pg_catalog.text FROM {} AS t{}").format(_table(table), where)
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
+def _xact_counters(conn: psycopg.Connection[Any]) -> Counters:
+    """Rows this transaction inserted, updated and deleted so far, per table (cascades and triggers
+    included; other sessions' work never). The figures of the backend's not yet reported earlier
+    transactions may be in them too, so only differences within one transaction mean anything."""
+    return {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in conn.execute(_XACT).fetchall()}
 
 
-def _minus(a: str, b: str) -> int:
-    return int(Decimal(a) - Decimal(b))
+@dataclass
+class _Expected:
+    deleted: dict[TableKey, int]
+    updated: dict[TableKey, int]
+    maybe_updated: dict[TableKey, int]
+    tables: set[TableKey]
 
 
-def _prove(conn: psycopg.Connection[Any], synthesis: Synthesis | None, preview_: Preview,
-           action: Callable[[], None], description: str, *, strict_other_tables: bool) -> Proof:
-    started = time.perf_counter()
-    cat = preview_.catalog
-    notes: list[str] = []
-    replica = conn.execute("SELECT current_setting('session_replication_role')").fetchone()
-    if replica and replica[0] == "replica":
-        return Proof(False, "FAIL: session_replication_role is replica: FK triggers do not fire, "
-                            "no cascade would happen", description)
-    dset = deletion_set(preview_.foreign_keys, preview_.parent)
-    graph_tables = sorted(t for t in dset if t in cat.tables)
-    affected: dict[TableKey, list[Identity]] = defaultdict(list)
-    for table, rows in preview_.deleted.items():
-        affected[table].extend(rows)
-    detached_ids: dict[TableKey, list[Identity]] = defaultdict(list)
+def _expected(preview_: Preview) -> _Expected:
+    updated: dict[TableKey, int] = defaultdict(int)
     for d in preview_.detached.values():
-        detached_ids[d.table].extend(i for i in d.rows if i not in detached_ids[d.table])
-    for table, ids in detached_ids.items():
-        affected[table].extend(i for i in ids if i not in set(affected[table]))
-    before = _exact_counts(conn, cat)
-    fp_before: dict[TableKey, tuple[int, int]] = {}
-    for table in graph_tables:
-        total = _fingerprint(conn, cat, table, None)
-        part = _fingerprint(conn, cat, table, affected.get(table, []))
-        fp_before[table] = (total[0] - part[0], _minus(total[1], part[1]))
-    failure: DeleteFailure | None = None
+        for row in d.rows.values():
+            updated[row.leaf] += 1
+    cat = preview_.catalog
+    dset = deletion_set(preview_.foreign_keys, preview_.parent)
+    tables = {leaf for leaf, root, _kind in cat.relations.values() if root in dset or leaf in dset}
+    return _Expected(preview_.leaf_deleted_counts(), dict(updated), dict(preview_.maybe_updated), tables)
+
+
+def _compare(cat: ColumnCatalog, before: Counters, after: Counters, want: _Expected,
+             proof: Proof) -> None:
+    """Per table, what the statement did against what the preview said; fills the proof's lists."""
+    for relid in sorted(set(after), key=lambda r: cat.leaf(r)):
+        leaf = cat.leaf(relid)
+        b = before.get(relid, (0, 0, 0))
+        ins, upd, dele = (a - z for a, z in zip(after[relid], b))
+        exp_del, exp_upd = want.deleted.get(leaf, 0), want.updated.get(leaf, 0)
+        max_upd = exp_upd + want.maybe_updated.get(leaf, 0)
+        in_set = leaf in want.tables
+        if not (ins or upd or dele or exp_del or exp_upd):
+            continue
+        problems = []
+        if dele > exp_del:
+            problems.append(f"{dele - exp_del} row(s) deleted that the preview did not list")
+        elif dele < exp_del:
+            proof.mismatches.append(f"{qualname(leaf)}: {dele} row(s) deleted, the preview said {exp_del}")
+        if upd > max_upd:
+            problems.append(f"{upd - max_upd} row(s) updated that the preview did not detach")
+        elif upd < exp_upd:
+            proof.mismatches.append(f"{qualname(leaf)}: {upd} row(s) detached, the preview said {exp_upd}")
+        if ins and in_set:
+            problems.append(f"{ins} row(s) inserted")
+        elif ins:
+            proof.side_effects[leaf] = ins
+        proof.others_changed.extend(f"{qualname(leaf)}: {p} (rows not of this user changed)" for p in problems)
+        status = ("CHANGED BEYOND THE PREVIEW" if problems else "side effect" if ins and not in_set
+                  else "as previewed")
+        proof.counts.append({"table": qualname(leaf), "in deletion set": in_set, "deleted": dele,
+                             "expected deleted": exp_del, "updated": upd,
+                             "expected updated": exp_upd if max_upd == exp_upd else f"{exp_upd}..{max_upd}",
+                             "inserted": ins, "status": status})
+
+
+def _survivors(conn: psycopg.Connection[Any], preview_: Preview) -> dict[TableKey, int]:
+    """Key lookups: how many of the rows the preview listed as deleted are still there."""
+    cat = preview_.catalog
+    left: dict[TableKey, int] = {}
+    for table, rows in preview_.deleted.items():
+        found = 0
+        for chunk in _chunks(list(rows)):
+            cond, params = _identity_match(cat, cat.meta(table), "t", chunk)
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(_table(table), cond),
+                               params).fetchone()
+            found += int(row[0]) if row else 0
+        if found:
+            left[table] = found
+    return left
+
+
+def _detached(conn: psycopg.Connection[Any], preview_: Preview, proof: Proof) -> None:
+    """Key lookups: every row the preview listed as detached is still there, its FK columns NULL
+    (or, for SET DEFAULT, still there)."""
+    cat = preview_.catalog
+    for key, d in preview_.detached.items():
+        meta = cat.meta(d.table)
+        if not meta.identity_columns:
+            proof.notes.append(f"{qualname(d.table)} has no key: its detached rows are proven by the counters only")
+            continue
+        nulls: sql.Composable = sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(_ident("t", c)) for c in d.columns)
+        if d.rule == "SET DEFAULT":
+            nulls = sql.SQL("true")
+        kept = done = 0
+        for chunk in _chunks(list(d.rows)):
+            cond, params = _identity_match(cat, meta, "t", chunk)
+            row = conn.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} AS t WHERE {}").format(
+                nulls, _table(d.table), cond), params).fetchone()
+            assert row is not None
+            kept, done = kept + int(row[0]), done + int(row[1])
+        proof.detached[key] = {"table": qualname(d.table), "rule": d.rule, "columns": list(d.columns),
+                               "expected": len(d.rows), "kept": kept, "detached": done}
+        if done != len(d.rows):
+            proof.mismatches.append(f"{key}: {len(d.rows)} row(s) should be kept with {', '.join(d.columns)} "
+                                    f"{'NULL' if d.rule == 'SET NULL' else 'at the default'}, found {done}")
+
+
+def _unreached(synthesis: Synthesis | None, preview_: Preview) -> list[str]:
+    if synthesis is None:
+        return []
+    found = []
+    for table, srow in synthesis.rows.items():
+        if srow.identity in preview_.deleted.get(table, {}):
+            continue
+        if any(d.table == table and srow.identity in d.rows for d in preview_.detached.values()):
+            continue
+        found.append(f"{qualname(table)} {_key_text(srow.key)}: a row of the test user that the delete does not reach")
+    return found
+
+
+def _run_action(conn: psycopg.Connection[Any], action: Callable[[], None], description: str) -> DeleteFailure | None:
     try:
         with conn.transaction():
             action()
     except psycopg.Error as exc:
         err = _error_fields(exc)
         where: TableKey | None = (err["schema"] or "", err["table"]) if err["table"] else None
-        failure = DeleteFailure(description, err["sqlstate"], str(err["message"]), where, err["constraint"])
+        return DeleteFailure(description, err["sqlstate"], str(err["message"]), where, err["constraint"])
+    return None
+
+
+def _prove(conn: psycopg.Connection[Any], synthesis: Synthesis | None, preview_: Preview,
+           action: Callable[[], None], description: str, *, strict_other_tables: bool) -> Proof:
+    """Run ``action`` in a savepoint between two readings of this transaction's row counters, then
+    compare them per table with the preview and look up every previewed row by key. Nothing here
+    reads a table in full: the counters come from this backend's own statistics, the rows by key."""
+    started = time.perf_counter()
+    replica = conn.execute("SELECT current_setting('session_replication_role')").fetchone()
+    if replica and replica[0] == "replica":
+        return Proof(False, "FAIL: session_replication_role is replica: FK triggers do not fire, "
+                            "no cascade would happen", description)
+    before = _xact_counters(conn)
+    failure = _run_action(conn, action, description)
     if failure is not None:
-        message = f"FAIL: {failure.text}"
-        logger.warning("%s", message)
-        return Proof(False, message, description, failure=failure,
+        logger.warning("FAIL: %s", failure.text)
+        return Proof(False, f"FAIL: {failure.text}", description, failure=failure,
                      seconds=round(time.perf_counter() - started, 3))
-    after = _exact_counts(conn, cat)
-    expected = preview_.leaf_deleted_counts()
-    root_of = {key: root for key, root, _kind in cat.relations.values()}
-    counts: list[dict[str, Any]] = []
-    mismatches: list[str] = []
-    side_effects: dict[TableKey, int] = {}
-    for leaf in sorted(set(before) | set(after)):
-        b, a = before.get(leaf, 0), after.get(leaf, 0)
-        in_set = root_of.get(leaf, leaf) in dset
-        want = -expected.get(leaf, 0)
-        change = a - b
-        if in_set and change != want:
-            status = "MISMATCH"
-            mismatches.append(f"{qualname(leaf)}: changed by {change}, the preview said {want}")
-        elif not in_set and change != 0:
-            status = "side effect"
-            side_effects[leaf] = change
-        elif want:
-            status = "deleted as previewed"
-        else:
-            status = "unchanged"
-        if in_set or change:
-            counts.append({"table": qualname(leaf), "in deletion set": in_set, "before": b, "after": a,
-                           "expected change": want if in_set else 0, "change": change, "status": status})
-    survivors: dict[TableKey, int] = {}
-    for table, rows in preview_.deleted.items():
-        left = _fingerprint(conn, cat, table, list(rows))[0]
-        if left:
-            survivors[table] = left
-    detached: dict[str, dict[str, Any]] = {}
-    for key, d in preview_.detached.items():
-        meta = cat.meta(d.table)
-        if not meta.identity_columns:
-            notes.append(f"{qualname(d.table)} has no key: its detached rows cannot be found again")
-            continue
-        cond, params = _identity_match(cat, meta, "t", list(d.rows))
-        nulls: sql.Composable = sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(_ident("t", c)) for c in d.columns)
-        if d.rule == "SET DEFAULT":
-            nulls = sql.SQL("true")
-        row = conn.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} AS t WHERE {}").format(
-            nulls, _table(d.table), cond), params).fetchone()
-        assert row is not None
-        detached[key] = {"table": qualname(d.table), "rule": d.rule, "columns": list(d.columns),
-                         "expected": len(d.rows), "kept": int(row[0]), "detached": int(row[1])}
-        if int(row[1]) != len(d.rows):
-            mismatches.append(f"{key}: {len(d.rows)} row(s) should be kept with {', '.join(d.columns)} "
-                              f"{'NULL' if d.rule == 'SET NULL' else 'at the default'}, found {row[1]}")
-    others_changed: list[str] = []
-    for table in graph_tables:
-        total = _fingerprint(conn, cat, table, None)
-        part = _fingerprint(conn, cat, table, detached_ids.get(table, []))
-        now = (total[0] - part[0], _minus(total[1], part[1]))
-        if now != fp_before[table]:
-            others_changed.append(f"{qualname(table)}: rows not of this user changed "
-                                  f"({fp_before[table][0]} -> {now[0]} rows, or their contents)")
-    unreached: list[str] = []
-    if synthesis is not None:
-        for table, srow in synthesis.rows.items():
-            if srow.identity in preview_.deleted.get(table, {}):
-                continue
-            if any(d.table == table and srow.identity in d.rows for d in preview_.detached.values()):
-                continue
-            unreached.append(f"{qualname(table)} {_key_text(srow.key)}: a row of the test user that the "
-                             "delete does not reach")
-    extra = [f"{qualname(t)} {c:+d}" for t, c in sorted(side_effects.items())]
-    ok = not (survivors or mismatches or others_changed or unreached or (strict_other_tables and extra))
-    total_deleted = sum(expected.values())
-    kept = sum(d["kept"] for d in detached.values())
-    if ok:
-        message = (f"PASS: {description}: {total_deleted} row(s) in {len(preview_.deleted_counts())} table(s) "
-                   f"deleted as previewed, none left")
+    after = _xact_counters(conn)
+    proof = Proof(True, "", description)
+    want = _expected(preview_)
+    _compare(preview_.catalog, before, after, want, proof)
+    proof.survivors = _survivors(conn, preview_)
+    _detached(conn, preview_, proof)
+    proof.unreached = _unreached(synthesis, preview_)
+    extra = [f"{qualname(t)} +{c}" for t, c in sorted(proof.side_effects.items())]
+    proof.ok = not (proof.survivors or proof.mismatches or proof.others_changed or proof.unreached
+                    or (strict_other_tables and extra))
+    proof.message = _message(proof, preview_, want, extra, strict_other_tables)
+    proof.seconds = round(time.perf_counter() - started, 3)
+    logger.info("%s", proof.message)
+    return proof
+
+
+def _message(proof: Proof, preview_: Preview, want: _Expected, extra: list[str], strict: bool) -> str:
+    if proof.ok:
+        text = (f"PASS: {proof.action}: {sum(want.deleted.values())} row(s) in {len(preview_.deleted_counts())} "
+                f"table(s) deleted as previewed, none left")
+        kept = sum(d["kept"] for d in proof.detached.values())
         if kept:
-            message += f"; {kept} row(s) kept and detached"
-        message += "; every other table unchanged" if not extra else f"; other tables changed: {', '.join(extra)}"
-    else:
-        problems = ([f"{qualname(t)}: {n} row(s) left" for t, n in survivors.items()] + mismatches
-                    + others_changed + unreached)
-        if strict_other_tables:
-            problems += [f"{e} (outside the deletion set)" for e in extra]
-        message = f"FAIL: {description}: " + "; ".join(problems)
-    logger.info("%s", message)
-    return Proof(ok, message, description, counts=counts, survivors=survivors, detached=detached,
-                 mismatches=mismatches, side_effects=side_effects, others_changed=others_changed,
-                 unreached=unreached, notes=notes, seconds=round(time.perf_counter() - started, 3))
+            text += f"; {kept} row(s) kept and detached"
+        return text + ("; no other row changed" if not extra else f"; rows inserted elsewhere: {', '.join(extra)}")
+    problems = ([f"{qualname(t)}: {n} row(s) left" for t, n in proof.survivors.items()] + proof.mismatches
+                + proof.others_changed + proof.unreached)
+    if strict:
+        problems += [f"{e} (outside the deletion set)" for e in extra]
+    return f"FAIL: {proof.action}: " + "; ".join(problems)
 
 
 def delete_and_prove(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis | None,
                      preview: Preview, *, strict_other_tables: bool = False) -> Proof:
     """One ``DELETE FROM parent WHERE key = …``, then prove it did exactly what the preview said.
 
-    Proven: no previewed row survives; each leaf table of the deletion set changed by exactly the
-    preview's count; rows of the deletion set's tables that are not this user's are unchanged (count
-    and row hashes); every synthesized row was deleted or kept-and-detached. Tables outside the
-    deletion set that changed (a trigger's side table) are listed in ``side_effects``; they fail the
-    proof only with ``strict_other_tables``. A failing DELETE is in ``Proof.failure``, not raised.
+    Proven, from this transaction's own row counters (pg_stat_xact_user_tables) read before and after
+    the statement: each table lost exactly the rows the preview listed and updated exactly the rows it
+    detached, so no other row was deleted or changed, whatever other sessions do meanwhile; key lookups
+    then show every listed row gone and every detached row kept. Every synthesized row was deleted or
+    kept-and-detached. Rows inserted outside the deletion set (an audit trigger's log) are listed in
+    ``side_effects``; they fail the proof only with ``strict_other_tables``. A failing DELETE is in ``Proof.failure``, not raised.
     """
     _require_transaction(conn, "delete_and_prove")
     parent = preview.parent

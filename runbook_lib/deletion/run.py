@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Snapshot, qualname
+from .common import Timeouts, set_timeouts
 from .orphans import Orphans, orphans
 from .preview import Preview, preview
 from .proof import Proof, delete_and_prove
@@ -38,11 +39,14 @@ class UserDeletionRun:
 
 def run_test_user(conn: psycopg.Connection[Any], snapshot: Snapshot, *, marker: str | None = None,
                   values: Mapping[str, Mapping[str, Any]] | None = None, commit: bool = False,
-                  setup: Sequence[sql.Composed | sql.SQL] = (), strict_other_tables: bool = False) -> UserDeletionRun:
+                  setup: Sequence[sql.Composed | sql.SQL] = (), strict_other_tables: bool = False,
+                  timeouts: Timeouts | None = None) -> UserDeletionRun:
     """Synthesize, preview, delete, prove and list orphans in one transaction, rolled back unless
     ``commit``. ``setup`` runs first in the same transaction (e.g. a rehearsal's DDL: it takes the
-    apply's locks until the transaction ends)."""
+    apply's locks until the transaction ends). ``timeouts`` bound every statement, the setup's lock
+    waits included: the transaction lasts as long as the work on the test user's rows, no longer."""
     with conn.transaction(force_rollback=not commit):
+        set_timeouts(conn, timeouts)
         for statement in setup:
             conn.execute(statement)
         synthesis = synthesize(conn, snapshot, marker=marker or new_marker(), values=values)

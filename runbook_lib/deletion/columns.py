@@ -194,7 +194,11 @@ WHERE t.oid = ANY(%s::pg_catalog.oid[])
 
 _INDEXES = """
 SELECT i.indrelid::int8, ic.relname::text, i.indisprimary, i.indisunique, i.indkey::int2[], i.indnkeyatts::int,
-       i.indexprs IS NULL AND i.indpred IS NULL
+       i.indexprs IS NULL AND i.indpred IS NULL,
+       ARRAY(SELECT d.refobjsubid::int FROM pg_catalog.pg_depend d
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = i.indrelid
+               AND d.refobjsubid > 0 ORDER BY d.refobjsubid)
 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
 WHERE i.indrelid = ANY(%s::pg_catalog.oid[]) AND i.indisunique
 ORDER BY i.indisprimary DESC, ic.relname
@@ -246,9 +250,13 @@ def read_column_catalog(conn: psycopg.Connection[Any], tables: Iterable[TableKey
         todo -= set(types)
     names = {relid: {c.attnum: c.name for c in cols} for relid, cols in columns.items()}
     uniques: dict[int, list[UniqueIndex]] = defaultdict(list)
-    for relid, name, primary, _unique, indkey, nkey, usable in conn.execute(_INDEXES, [oids]):
+    for relid, name, primary, _unique, indkey, nkey, usable, used in conn.execute(_INDEXES, [oids]):
         keys = list(indkey)[:nkey]
         cols = tuple(names[relid].get(k, "") for k in keys)
+        if 0 in keys or not usable:
+            # An expression or partial index (``lower(name)``): the columns its expressions use, so that
+            # a unique violation on it names the columns to change.
+            cols = tuple(dict.fromkeys([c for c in cols if c] + [names[relid][a] for a in used if a in names[relid]]))
         uniques[relid].append(UniqueIndex(name, cols, primary, usable and 0 not in keys))
     checks: dict[int, list[CheckConstraint]] = defaultdict(list)
     for relid, name, conkey, definition in conn.execute(_CHECKS, [oids]):

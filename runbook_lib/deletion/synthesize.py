@@ -184,6 +184,10 @@ class _Synthesizer:
     def column_plans(self, meta: TableMeta, fixed: Mapping[str, Text], template: bool) -> list[_ColumnPlan]:
         supplied = self.supplied(meta.key)
         single_unique = {idx.columns[0] for idx in meta.uniques if idx.usable and len(idx.columns) == 1}
+        # Text under a unique expression or partial index (``lower(name)``): a fresh marker-based value,
+        # never a copy of another row's, whose variants (case, spacing) the index would also refuse.
+        single_unique |= {c for idx in meta.uniques if not idx.usable for c in idx.columns
+                          if c and self.cat.base(meta.column(c).type_oid).category == "S"}
         is_parent = meta.key == self.parent
         checks: dict[str, list[str]] = defaultdict(list)
         for chk in meta.checks:

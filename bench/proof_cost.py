@@ -73,6 +73,7 @@ def measure(dsn: str, events: int, repeat: int) -> dict[str, Any]:
     times, statements, rows_read, events_read = [], [], [], []
     with CountingConnection.connect(dsn, autocommit=True) as conn:
         snap = catalog.inspect(conn, "public", "users")
+        deletion.run_test_user(conn, snap)  # warm-up: catalog caches, plans
         for _ in range(repeat):
             with psycopg.connect(dsn, autocommit=True) as observer:
                 read0, seq0 = reads(observer)

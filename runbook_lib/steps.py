@@ -426,7 +426,7 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
         setup: list[Any] = []
         if ctx.params.dry_run and rehearse:
-            setup = [s for item in make_plan(snap, ctx.params).changes for s in item.rehearsal()]
+            setup = deletion.rehearsal_setup(make_plan(snap, ctx.params))
         timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
         run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
                                      commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,

@@ -13,6 +13,9 @@ import pytest
 
 from runbook_lib import catalog
 from runbook_lib import deletion as tu
+from runbook_lib import params as params_mod
+from runbook_lib.plan import make_plan
+from tests.conftest import ROOT
 
 BOARD = """
 CREATE TABLE users (
@@ -200,7 +203,7 @@ def test_a_trigger_that_deletes_or_changes_another_users_row_fails_and_names_the
     run = tu.run_test_user(conn, snap)
     assert not run.ok
     assert run.proof is not None and any(c.startswith(table + ":") for c in run.proof.others_changed), run.message
-    assert f"FAIL" in run.message and table in run.message
+    assert "FAIL" in run.message and table in run.message
     row = next(c for c in run.proof.counts if c["table"] == table)
     assert row["status"] == "CHANGED BEYOND THE PREVIEW"
     # nothing left behind
@@ -277,3 +280,17 @@ def test_inheritance_children_are_counted_once_and_proven(make_db: Any) -> None:
             assert count(conn, "SELECT count(*) FROM events_archive WHERE user_id = 7") == 6  # kept: no FK there
         run = tu.run_test_user(conn, snap)
         assert run.ok, run.message
+
+
+def test_the_image_board_demo_rehearsed_with_its_decisions_passes(make_db: Any) -> None:
+    """demo/image_board.sql (users_lower_name_idx, ghost rules): the plan of parameters/demo_board.yaml
+    rehearsed inside the test user's transaction, ghost row first; reassigned rows are proven as
+    detached (SET DEFAULT updates) and nothing else changes."""
+    with psycopg.connect(make_db((ROOT / "demo" / "image_board.sql").read_text(encoding="utf-8")),
+                         autocommit=True) as conn:
+        snap = catalog.inspect(conn, "public", "users")
+        the_plan = make_plan(snap, params_mod.load(ROOT / "parameters" / "demo_board.yaml"))
+        run = tu.run_test_user(conn, snap, setup=tu.rehearsal_setup(the_plan), timeouts=tu.Timeouts("30s", "2s"))
+        assert run.ok, run.message
+        assert run.proof is not None and sum(d["detached"] for d in run.proof.detached.values()) > 0
+        assert count(conn, "SELECT count(*) FROM users WHERE id = 0") == 0  # the rehearsal's ghost: rolled back

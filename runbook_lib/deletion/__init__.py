@@ -50,14 +50,15 @@ from .frames import blockers_frame, orphans_frame, preview_frame, proof_frame, s
 from .orphans import Orphans, orphans
 from .preview import Blocker, Detached, Preview, PreviewRow, preview
 from .proof import DeleteFailure, Proof, delete_and_prove
-from .run import UserDeletionRun, run_test_user
+from .run import UserDeletionRun, rehearsal_setup, run_test_user
 from .script import ordered_delete_script, prove_ordered_delete, script_params, script_rules
 from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, new_marker, synthesize
 
 __all__ = [
     "Blocker", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans", "Preview", "PreviewRow", "Proof",
-    "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "Timeouts", "UserDeletionRun", "blockers_frame",
-    "delete_and_prove", "new_marker", "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns",
-    "preview", "preview_frame", "proof_frame", "prove_ordered_delete", "read_column_catalog", "run_test_user",
-    "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize",
+    "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "Timeouts", "UserDeletionRun",
+    "blockers_frame", "delete_and_prove", "new_marker", "ordered_delete_script", "orphans", "orphans_frame",
+    "parent_key_columns", "preview", "preview_frame", "proof_frame", "prove_ordered_delete",
+    "read_column_catalog", "rehearsal_setup", "run_test_user", "script_params", "script_rules", "set_timeouts",
+    "synthesis_frame", "synthesize",
 ]

@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Snapshot, qualname
+from ..plan import Plan
 from .common import Timeouts, set_timeouts
 from .orphans import Orphans, orphans
 from .preview import Preview, preview
@@ -56,3 +57,10 @@ def run_test_user(conn: psycopg.Connection[Any], snapshot: Snapshot, *, marker: 
         proof = delete_and_prove(conn, snapshot, synthesis, the_preview, strict_other_tables=strict_other_tables)
         found = orphans(conn, the_preview) if proof.failure is None else []
     return UserDeletionRun(synthesis, the_preview, proof, found, committed=commit)
+
+
+def rehearsal_setup(the_plan: Plan) -> list[sql.Composed]:
+    """The plan's changes as a rehearsal runs them inside the test user's transaction: the ghost row
+    first (when a rule reassigns to it, its SET DEFAULT needs the row to exist), then the DDL."""
+    ghost = [the_plan.ghost_row.statement()] if the_plan.ghost_row is not None else []
+    return ghost + [s for item in the_plan.changes for s in item.rehearsal()]

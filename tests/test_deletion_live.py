@@ -280,6 +280,14 @@ def test_inheritance_children_are_counted_once_and_proven(make_db: Any) -> None:
             assert count(conn, "SELECT count(*) FROM events_archive WHERE user_id = 7") == 6  # kept: no FK there
         run = tu.run_test_user(conn, snap)
         assert run.ok, run.message
+        # the ordered script deletes from ONLY the plain table, as the FK action does
+        archived = count(conn, "SELECT count(*) FROM events_archive")
+        with conn.transaction(force_rollback=True):
+            synthesis = tu.synthesize(conn, snap, marker=tu.new_marker())
+            conn.execute("INSERT INTO events_archive (user_id) VALUES (%s)", [synthesis.user_key["id"]])
+            proof = tu.prove_ordered_delete(conn, snap, synthesis)
+            assert proof.ok, proof.message
+            assert count(conn, "SELECT count(*) FROM events_archive") == archived + 1
 
 
 def test_the_image_board_demo_rehearsed_with_its_decisions_passes(make_db: Any) -> None:

@@ -335,16 +335,17 @@ def test_ordered_delete_script_removes_the_user_where_nothing_cascades(db: Any) 
     conn = db(DEMO)
     snap = inspect(conn)
     texts = [render.text(s) for s in tu.ordered_delete_script(snap, ("id",))]
-    targets = ('DELETE FROM "public"."nutrition_goal_targets" WHERE ("user_id", "goal_id") IN '
-               '(SELECT "user_id", "id" FROM "public"."nutrition_goals" WHERE ("user_id") IN '
+    # ONLY: what an FK action reaches (a plain table's own rows, never its inheritance children's)
+    targets = ('DELETE FROM ONLY "public"."nutrition_goal_targets" WHERE ("user_id", "goal_id") IN '
+               '(SELECT "user_id", "id" FROM ONLY "public"."nutrition_goals" WHERE ("user_id") IN '
                '(SELECT "id" FROM "public"."users" WHERE "id" = %(user_id)s))')
     assert targets in texts
-    null_first = next(i for i, t in enumerate(texts) if t.startswith('UPDATE "public"."chat_sessions" SET '
+    null_first = next(i for i, t in enumerate(texts) if t.startswith('UPDATE ONLY "public"."chat_sessions" SET '
                                                                      '"last_message_id" = NULL'))
-    assert null_first < texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."chat_messages"')))
+    assert null_first < texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."chat_messages"')))
     assert texts[-1] == 'DELETE FROM "public"."users" WHERE "id" = %(user_id)s'
-    assert texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."prescriptions"'))) < \
-        texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."appointments"')))
+    assert texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."prescriptions"'))) < \
+        texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."appointments"')))
     with conn.transaction(force_rollback=True):
         synthesis = tu.synthesize(conn, snap, marker=tu.new_marker())
         assert synthesis.ok, synthesis.message

@@ -61,6 +61,12 @@ def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *
         if fk.key in rules and rules[fk.key] == "CASCADE" and is_ownership(fk, dset):
             deleting[fk.child].append(fk)
     placeholders = _key_placeholders(user_key_columns)
+
+    def target(table: TableKey) -> sql.Composable:
+        # What an FK action would reach: ONLY a plain table's own rows, not its inheritance children's.
+        info = snapshot.table(table)
+        plain = table != parent and (info is None or info.kind == "r")
+        return sql.SQL("ONLY {}").format(_table(table)) if plain else _table(table)
     memo: dict[TableKey, sql.Composable | None] = {}
 
     def condition(table: TableKey) -> sql.Composable | None:
@@ -85,7 +91,7 @@ def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *
         if cond is None:
             return None
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(_ident(c) for c in columns), _table(table), cond)
+            sql.SQL(", ").join(_ident(c) for c in columns), target(table), cond)
 
     statements: list[sql.Composed] = []
     for fk in sorted(fks, key=lambda f: (dset.get(f.child, 0), f.key)):
@@ -98,7 +104,7 @@ def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *
         value = sql.SQL("NULL" if rule == "SET NULL" else "DEFAULT")
         columns = fk.delete_set_columns or fk.columns
         statements.append(sql.SQL("UPDATE {} SET {} WHERE ({}) IN ({})").format(
-            _table(fk.child), sql.SQL(", ").join(sql.SQL("{} = {}").format(_ident(c), value) for c in columns),
+            target(fk.child), sql.SQL(", ").join(sql.SQL("{} = {}").format(_ident(c), value) for c in columns),
             sql.SQL(", ").join(_ident(c) for c in fk.columns), sub))
     # children before parents: a table goes once nothing still to be deleted references it
     tables = [t for t in dset if condition(t) is not None]
@@ -117,7 +123,7 @@ def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *
         for table in ready:
             cond = condition(table)
             assert cond is not None
-            statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(_table(table), cond))
+            statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(target(table), cond))
             remaining.discard(table)
     return statements
 

@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--versions-dir", required=True, help="the Alembic versions folder to write into")
     al.add_argument("--message", default=None, help="the revision's message (and file name)")
     al.add_argument("--down-revision", default=None, help="revision to follow (default: the current head)")
+
+    orm = sub.add_parser("orm-check", help="SQLAlchemy models against the planned rules (exit 1 on findings)")
+    orm.add_argument("--params", required=True)
+    orm.add_argument("--models", required=True, metavar="MODULE[:ATTR]",
+                     help="the declarative base or MetaData, e.g. app.models:Base (imported from the current folder)")
     return parser
 
 
@@ -104,6 +109,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import toolchain_cli
 
         return toolchain_cli.alembic(args.params, args.versions_dir, args.message, args.down_revision)
+    if args.command == "orm-check":
+        from . import toolchain_cli
+
+        return toolchain_cli.orm_check(args.params, args.models)
     raise AssertionError(args.command)
 
 

@@ -50,3 +50,24 @@ def alembic(params_file: str, versions_dir: str, message: str | None, down_revis
         return EXIT_BAD_INPUT
     print(f"wrote {path} ({len(plan.changes)} foreign key(s))")
     return EXIT_OK
+
+
+def orm_check(params_file: str, models_spec: str) -> int:
+    """The models against the database after the plan: exit 1 listing each disagreement with its fix."""
+    import os
+
+    from . import orm_check as orm
+
+    models = orm.load(models_spec, search=[os.getcwd()])
+    with live_plan(params_file) as (_params, _conn, plan):
+        findings = orm.check(models, plan)
+        modelled = orm.modelled(models, plan)
+    for f in findings:
+        print(f"{f.where}: {f.model} ({f.constraint})\n    {f.problem}\n    write: {f.fix}")
+    decided = len(plan.items) - len(plan.decisions)
+    summary = (f"{len(findings)} finding(s); {modelled} of the plan's {len(plan.items)} foreign keys are in "
+               f"{models_spec}")
+    if plan.decisions:
+        summary += f"; {len(plan.decisions)} open decision(s) not checked ({decided} decided)"
+    print(summary if findings else f"the models agree with the planned rules: {summary}")
+    return EXIT_FOUND if findings else EXIT_OK

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     orm.add_argument("--params", required=True)
     orm.add_argument("--models", required=True, metavar="MODULE[:ATTR]",
                      help="the declarative base or MetaData, e.g. app.models:Base (imported from the current folder)")
+
+    ck = sub.add_parser("check", help="read-only CI guard: exit 1 when any FK differs from the policy")
+    ck.add_argument("--params", required=True)
     return parser
 
 
@@ -113,6 +116,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import toolchain_cli
 
         return toolchain_cli.orm_check(args.params, args.models)
+    if args.command == "check":
+        from . import toolchain_cli
+
+        return toolchain_cli.check(args.params)
     raise AssertionError(args.command)
 
 

@@ -71,3 +71,16 @@ def orm_check(params_file: str, models_spec: str) -> int:
         summary += f"; {len(plan.decisions)} open decision(s) not checked ({decided} decided)"
     print(summary if findings else f"the models agree with the planned rules: {summary}")
     return EXIT_FOUND if findings else EXIT_OK
+
+
+def check(params_file: str) -> int:
+    """Read-only CI guard: exit 1 naming each FK whose rule is not the policy's, with its DDL."""
+    from .schema_check import guard
+
+    params = params_mod.load(params_file)
+    with connect(dsn_from_env(), autocommit=True) as conn:
+        result = guard(conn, params)
+    for line in result.lines():
+        print(line)
+    print(result.summary())
+    return EXIT_OK if result.ok else EXIT_FOUND

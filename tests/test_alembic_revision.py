@@ -7,9 +7,12 @@ compared as pg_get_constraintdef writes it.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from runbook_lib import embedded
@@ -44,7 +47,7 @@ def generate(tmp_path: Path, dsn: str, rules: dict[str, str], *extra: str) -> tu
 
 @pytest.mark.parametrize("schema", sorted(SCHEMAS))
 def test_upgrade_matches_the_runbook_and_downgrade_restores_the_original(
-        make_db: Any, tmp_path: Path, schema: str) -> None:
+        make_db: Any, tmp_path: Path, schema: str, server_version: int) -> None:
     text, rules = SCHEMAS[schema]
     by_alembic, by_runbook = make_db(text), make_db(text)
     original = fk_state(by_alembic)
@@ -52,6 +55,8 @@ def test_upgrade_matches_the_runbook_and_downgrade_restores_the_original(
     source = revision.read_text(encoding="utf-8")
     assert "runbook_lib" not in source  # it runs where the runbook is not installed
     assert f"down_revision = {BASELINE!r}" in source
+    # Before PostgreSQL 18 a partitioned child is swapped over copies validated beforehand, as apply does.
+    assert ("copies=[" in source) == (server_version < 180000)
 
     upgraded = alembic(app_dir, by_alembic, "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
@@ -96,7 +101,6 @@ def test_a_constraint_changed_since_generation_stops_the_upgrade_and_a_rerun_res
     text, rules = SCHEMAS["edge"]
     dsn = make_db(text)
     app_dir, _revision = generate(tmp_path, dsn, rules)
-    import psycopg
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE public.appointments DROP CONSTRAINT appointments_user_id_fkey, ADD CONSTRAINT "
                      "appointments_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users (id) ON DELETE RESTRICT")
@@ -167,3 +171,36 @@ def test_definition_is_written_as_postgresql_writes_it() -> None:
     assert definition(composite, "SET NULL", validated=True, quote=quote, delete_set_columns=("user_id",)) == (
         "FOREIGN KEY (tenant, user_id) REFERENCES public.users(tenant, id) MATCH FULL ON UPDATE CASCADE "
         "ON DELETE SET NULL (user_id) DEFERRABLE INITIALLY DEFERRED")
+
+
+def test_lock_waits_are_bounded_retried_and_given_up_leaving_the_fk_as_it_was(make_db: Any, tmp_path: Path) -> None:
+    text, rules = SCHEMAS["edge"]
+    dsn = make_db(text)
+    app_dir = app(tmp_path)
+    params = write_params(tmp_path, rules=rules, lock_timeout="100ms", lock_retries=3, retry_backoff=0.1)
+    made = runbook(dsn, "alembic", "--params", str(params), "--versions-dir", str(app_dir / "migrations" / "versions"),
+                   cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert alembic(app_dir, dsn, "stamp", BASELINE).returncode == 0
+    appointments = "public.appointments.appointments_user_id_fkey"
+    before = fk_state(dsn)[appointments]
+
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE public.appointments IN ACCESS SHARE MODE")  # a long reader, never finishing
+    started = time.perf_counter()
+    gave_up = alembic(app_dir, dsn, "upgrade", "head")
+    assert gave_up.returncode != 0 and "lock timeout" in gave_up.stderr
+    assert time.perf_counter() - started < 30
+    state = fk_state(dsn)
+    assert state[appointments] == before
+    assert state["public.users.users_referred_by_fkey"].definition.endswith("ON DELETE SET NULL")  # done before it
+
+    # The same reader, finishing after a second: the retries outlast it and the upgrade completes.
+    revision = next(p for p in (app_dir / "migrations" / "versions").glob("*.py") if BASELINE not in p.name)
+    revision.write_text(revision.read_text().replace("ATTEMPTS = 3", "ATTEMPTS = 20"))
+    threading.Timer(1.0, holder.close).start()
+    started = time.perf_counter()
+    waited = alembic(app_dir, dsn, "upgrade", "head")
+    assert waited.returncode == 0, waited.stderr
+    assert time.perf_counter() - started >= 1.0
+    assert fk_state(dsn)[appointments].definition.endswith("ON DELETE CASCADE")

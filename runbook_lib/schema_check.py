@@ -32,7 +32,8 @@ class Guard:
         """One entry per FK that differs, with the DDL that fixes it; then each open decision."""
         out = []
         for item in self.plan.changes:
-            fix = "; ".join(s.as_string(None) for s in item.forward())
+            validate = item.forward_validate()
+            fix = "; ".join(s.as_string(None) for s in [*item.forward(), *([validate] if validate else [])])
             out.append(f"{item.fk.key}: ON DELETE {item.current}, the policy wants {item.planned} "
                        f"({item.reason})\n    fix: {fix}")
         return out + self.plan.decision_lines()

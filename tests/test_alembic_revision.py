@@ -25,17 +25,27 @@ from tests.toolchain_support import (BASELINE, alembic, app, fk_oids, fk_state, 
 
 ROOT = Path(__file__).resolve().parent.parent
 INJECTION = sql_file("db_injection.sql").split("INSERT INTO public.users VALUES (1), (2);", 1)[1]
-SCHEMAS = {
+SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     # composite, MATCH FULL, ON UPDATE, deferrable, commented, NOT VALID, partitioned, other schema,
     # 63-byte names, and names that are injection attempts
-    "edge": (sql_file("edge_cases.sql") + INJECTION, {"billing": "SET NULL"}),
-    "health": ((ROOT / "demo" / "health_app.sql").read_text(encoding="utf-8"), {}),
+    "edge": (sql_file("edge_cases.sql") + INJECTION, {"rules": {"billing": "SET NULL"}}),
+    "health": ((ROOT / "demo" / "health_app.sql").read_text(encoding="utf-8"), {"rules": {}}),
+    # a ghost reassignment: the ghost row, a column default and ON DELETE SET DEFAULT in one swap
+    "ghost": (sql_file("edge_cases.sql"), {"rules": {"billing": "SET NULL", "appointments": "ghost"},
+                                           "ghost": {"key": 0, "values": {"email": "ghost@example.com"}}}),
 }
 
 
-def generate(tmp_path: Path, dsn: str, rules: dict[str, str], *extra: str) -> tuple[Path, Path]:
+def column_defaults(dsn: str) -> dict[str, str | None]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT table_name || '.' || column_name, column_default FROM information_schema.columns "
+                            "WHERE table_schema = 'public' AND table_name <> 'alembic_version'").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def generate(tmp_path: Path, dsn: str, values: dict[str, Any], *extra: str) -> tuple[Path, Path]:
     app_dir = app(tmp_path)
-    params = write_params(tmp_path, rules=rules)
+    params = write_params(tmp_path, **values)
     made = runbook(dsn, "alembic", "--params", str(params), "--versions-dir", str(app_dir / "migrations" / "versions"),
                    *extra, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -48,10 +58,10 @@ def generate(tmp_path: Path, dsn: str, rules: dict[str, str], *extra: str) -> tu
 @pytest.mark.parametrize("schema", sorted(SCHEMAS))
 def test_upgrade_matches_the_runbook_and_downgrade_restores_the_original(
         make_db: Any, tmp_path: Path, schema: str, server_version: int) -> None:
-    text, rules = SCHEMAS[schema]
+    text, values = SCHEMAS[schema]
     by_alembic, by_runbook = make_db(text), make_db(text)
-    original = fk_state(by_alembic)
-    app_dir, revision = generate(tmp_path, by_alembic, rules)
+    original, original_defaults = fk_state(by_alembic), column_defaults(by_alembic)
+    app_dir, revision = generate(tmp_path, by_alembic, values)
     source = revision.read_text(encoding="utf-8")
     assert "runbook_lib" not in source  # it runs where the runbook is not installed
     assert f"down_revision = {BASELINE!r}" in source
@@ -60,14 +70,20 @@ def test_upgrade_matches_the_runbook_and_downgrade_restores_the_original(
 
     upgraded = alembic(app_dir, by_alembic, "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
-    runbook_apply(by_runbook, write_params(tmp_path, rules=rules), tmp_path / "evidence" / "run")
+    runbook_apply(by_runbook, write_params(tmp_path, **values), tmp_path / "evidence" / "run")
     applied = fk_state(by_runbook)
     assert applied != original
     assert fk_state(by_alembic) == applied
+    assert column_defaults(by_alembic) == column_defaults(by_runbook)
+    if "ghost" in values:
+        assert column_defaults(by_alembic)["appointments.user_id"] == "0"
+        assert applied["public.appointments.appointments_user_id_fkey"].definition.endswith("ON DELETE SET DEFAULT")
+        with psycopg.connect(by_alembic) as conn:
+            assert conn.execute("SELECT email FROM public.users WHERE id = 0").fetchall() == [("ghost@example.com",)]
 
     downgraded = alembic(app_dir, by_alembic, "downgrade", "-1")
     assert downgraded.returncode == 0, downgraded.stderr
-    assert fk_state(by_alembic) == original
+    assert fk_state(by_alembic) == original and column_defaults(by_alembic) == original_defaults
 
     # A database the runbook already migrated adopts the revision: nothing is even re-created.
     oids = fk_oids(by_runbook)
@@ -78,9 +94,9 @@ def test_upgrade_matches_the_runbook_and_downgrade_restores_the_original(
 
 
 def test_offline_sql_applied_with_psql_gives_the_same_foreign_keys(make_db: Any, tmp_path: Path) -> None:
-    text, rules = SCHEMAS["edge"]
+    text, values = SCHEMAS["edge"]
     by_script, by_runbook = make_db(text), make_db(text)
-    app_dir, _revision = generate(tmp_path, by_script, rules)
+    app_dir, _revision = generate(tmp_path, by_script, values)
     offline = alembic(app_dir, by_script, "upgrade", f"{BASELINE}:head", "--sql")
     assert offline.returncode == 0, offline.stderr
     script = offline.stdout
@@ -92,15 +108,15 @@ def test_offline_sql_applied_with_psql_gives_the_same_foreign_keys(make_db: Any,
     ran = subprocess.run([str(tools / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(tmp_path / "upgrade.sql"),
                           by_script], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
-    runbook_apply(by_runbook, write_params(tmp_path, rules=rules), tmp_path / "evidence" / "run")
+    runbook_apply(by_runbook, write_params(tmp_path, **values), tmp_path / "evidence" / "run")
     assert fk_state(by_script) == fk_state(by_runbook)
 
 
 def test_a_constraint_changed_since_generation_stops_the_upgrade_and_a_rerun_resumes(
         make_db: Any, tmp_path: Path) -> None:
-    text, rules = SCHEMAS["edge"]
+    text, values = SCHEMAS["edge"]
     dsn = make_db(text)
-    app_dir, _revision = generate(tmp_path, dsn, rules)
+    app_dir, _revision = generate(tmp_path, dsn, values)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE public.appointments DROP CONSTRAINT appointments_user_id_fkey, ADD CONSTRAINT "
                      "appointments_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users (id) ON DELETE RESTRICT")
@@ -174,10 +190,10 @@ def test_definition_is_written_as_postgresql_writes_it() -> None:
 
 
 def test_lock_waits_are_bounded_retried_and_given_up_leaving_the_fk_as_it_was(make_db: Any, tmp_path: Path) -> None:
-    text, rules = SCHEMAS["edge"]
+    text, values = SCHEMAS["edge"]
     dsn = make_db(text)
     app_dir = app(tmp_path)
-    params = write_params(tmp_path, rules=rules, lock_timeout="100ms", lock_retries=3, retry_backoff=0.1)
+    params = write_params(tmp_path, **values, lock_timeout="100ms", lock_retries=3, retry_backoff=0.1)
     made = runbook(dsn, "alembic", "--params", str(params), "--versions-dir", str(app_dir / "migrations" / "versions"),
                    cwd=tmp_path)
     assert made.returncode == 0, made.stderr

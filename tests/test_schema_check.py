@@ -39,7 +39,8 @@ def test_check_fails_on_a_new_plain_reference_and_passes_once_applied(make_db: A
                         "(ownership: user_id is named like an owner (distance 1 from public.users))")
     assert lines[1] == ('    fix: ALTER TABLE "public"."sleep_logs" DROP CONSTRAINT "sleep_logs_user_id_fkey", '
                         'ADD CONSTRAINT "sleep_logs_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "public"."users" '
-                        '("id") ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID')
+                        '("id") ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID; '
+                        'ALTER TABLE "public"."sleep_logs" VALIDATE CONSTRAINT "sleep_logs_user_id_fkey"')
     assert lines[2].startswith("1 foreign key(s) differ from the policy and 0 decision(s) are open")
 
     runbook_apply(dsn, params, tmp_path / "evidence" / "second")

@@ -24,7 +24,6 @@ from .catalog import ForeignKey, TableKey, qualname
 from .errors import RunbookError
 from .plan import Plan, PlanItem
 
-DEFAULT_SCHEMA = "public"
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,11 @@ class Models:
     metadata: sa.MetaData
     mappers: tuple[Mapper[Any], ...]
     origin: str
+    # Where a table without a schema lives: the connection's current_schema().
+    default_schema: str = "public"
+
+    def key(self, table: sa.Table) -> TableKey:
+        return (table.schema or self.default_schema, table.name)
 
 
 # ---------------------------------------------------------------- loading the models
@@ -91,10 +95,6 @@ def _line_of(cls: type, attribute: str) -> str:
     return f"{path}:{start + offset}"
 
 
-def _table_key(table: sa.Table) -> TableKey:
-    return (table.schema or DEFAULT_SCHEMA, table.name)
-
-
 def _mapper_for(models: Models, table: sa.Table) -> Mapper[Any] | None:
     return next((m for m in models.mappers if m.local_table is table), None)
 
@@ -108,11 +108,15 @@ def _rule(value: str | None) -> str:
 
 def _model_fk(models: Models, fk: ForeignKey) -> sa.ForeignKeyConstraint | None:
     for table in models.metadata.tables.values():
-        if _table_key(table) != fk.child:
+        if models.key(table) != fk.child:
             continue
         for constraint in table.foreign_key_constraints:
-            if (tuple(constraint.column_keys) == fk.columns and _table_key(constraint.referred_table) == fk.parent
-                    and tuple(e.column.name for e in constraint.elements) == fk.ref_columns):
+            try:
+                target = models.key(constraint.referred_table)
+                ref_columns = tuple(e.column.name for e in constraint.elements)
+            except (sa.exc.NoReferencedTableError, sa.exc.NoReferencedColumnError):
+                continue  # points at a table the models do not declare: not one of the plan's
+            if tuple(constraint.column_keys) == fk.columns and target == fk.parent and ref_columns == fk.ref_columns:
                 return constraint
     return None
 
@@ -155,15 +159,16 @@ def ondelete_findings(models: Models, item: PlanItem) -> list[Finding]:
 
 
 def _relationships_into(models: Models, fk: ForeignKey) -> list[RelationshipProperty[Any]]:
-    found = []
+    found: list[RelationshipProperty[Any]] = []
     for mapper in models.mappers:
-        if _table_key(mapper.local_table) != fk.parent:  # type: ignore[arg-type]
+        if models.key(mapper.local_table) != fk.parent:  # type: ignore[arg-type]
             continue
         for rel in mapper.relationships:
-            if rel.direction is not RelationshipDirection.ONETOMANY or rel.secondary is not None:
+            # A subclass mapper lists the relationships it inherits: each is reported once.
+            if rel.direction is not RelationshipDirection.ONETOMANY or rel.secondary is not None or rel in found:
                 continue
             child = [c for _p, c in rel.synchronize_pairs]
-            if (child and isinstance(child[0].table, sa.Table) and _table_key(child[0].table) == fk.child
+            if (child and isinstance(child[0].table, sa.Table) and models.key(child[0].table) == fk.child
                     and tuple(c.name for c in child) == fk.columns):
                 found.append(rel)
     return found

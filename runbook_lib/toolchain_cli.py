@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,7 +60,9 @@ def orm_check(params_file: str, models_spec: str) -> int:
     from . import orm_check as orm
 
     models = orm.load(models_spec, search=[os.getcwd()])
-    with live_plan(params_file) as (_params, _conn, plan):
+    with live_plan(params_file) as (_params, conn, plan):
+        row = conn.execute("SELECT current_schema()").fetchone()
+        models = replace(models, default_schema=str(row[0]) if row and row[0] else "public")
         findings = orm.check(models, plan)
         modelled = orm.modelled(models, plan)
     for f in findings:

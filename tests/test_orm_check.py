@@ -109,22 +109,28 @@ def test_orm_check_finds_what_autogenerate_would_revert_and_what_the_orm_would_f
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     # session.delete(user): one DELETE with the corrected models; the old ones fight the database.
+    sent = statements_of_delete(dsn, models_after.User, 1)
+    assert len(sent) == 1 and sent[0].startswith("DELETE FROM users "), sent
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM vitals WHERE user_id = 1), "
+                           "(SELECT count(*) FROM lab_report_categorized)").fetchone()
+    assert row == (0, 0)  # the database cascaded, two levels down
+    # The old models: the ORM refuses (a blanked-out primary key) or the database does (NOT NULL).
+    with pytest.raises((AssertionError, sa.exc.IntegrityError), match="blank-out primary key|not-null"):
+        statements_of_delete(dsn, models_before.User, 2)
+
+
+def statements_of_delete(dsn: str, user_class: Any, user_id: int) -> list[str]:
+    """The statements the ORM sends for session.delete(user) and its commit (the user already loaded)."""
     eng = engine(dsn)
     statements: list[str] = []
     sa.event.listen(eng, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with Session(eng) as session:
-        user = session.get(models_after.User, 1)
+        user = session.get(user_class, user_id)
         statements.clear()
         session.delete(user)
         session.commit()
-    assert [s.split()[0] for s in statements] == ["DELETE"] and "FROM users" in statements[0]
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT (SELECT count(*) FROM vitals WHERE user_id = 1), "
-                           "(SELECT count(*) FROM lab_report_categorized)").fetchone()
-    assert row == (0, 0)
-    with Session(eng) as session, pytest.raises((AssertionError, sa.exc.IntegrityError)):
-        session.delete(session.get(models_before.User, 2))
-        session.commit()
+    return statements
 
 
 def test_bad_models_are_one_line_and_exit_2(make_db: Any, tmp_path: Path) -> None:

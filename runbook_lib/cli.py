@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
     lab.add_argument("--port", type=int, default=None)
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser (headless)")
+
+    al = sub.add_parser("alembic", help="write the plan as an Alembic revision file")
+    al.add_argument("--params", required=True)
+    al.add_argument("--versions-dir", required=True, help="the Alembic versions folder to write into")
+    al.add_argument("--message", default=None, help="the revision's message (and file name)")
+    al.add_argument("--down-revision", default=None, help="revision to follow (default: the current head)")
+
+    orm = sub.add_parser("orm-check", help="SQLAlchemy models against the planned rules (exit 1 on findings)")
+    orm.add_argument("--params", required=True)
+    orm.add_argument("--models", required=True, metavar="MODULE[:ATTR]",
+                     help="the declarative base or MetaData, e.g. app.models:Base (imported from the current folder)")
+
+    ck = sub.add_parser("check", help="read-only CI guard: exit 1 when any FK differs from the policy")
+    ck.add_argument("--params", required=True)
     return parser
 
 
@@ -94,6 +108,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
     if args.command == "preview":
         return _preview(args.params, args.user_id)
+    if args.command == "alembic":
+        from . import toolchain_cli
+
+        return toolchain_cli.alembic(args.params, args.versions_dir, args.message, args.down_revision)
+    if args.command == "orm-check":
+        from . import toolchain_cli
+
+        return toolchain_cli.orm_check(args.params, args.models)
+    if args.command == "check":
+        from . import toolchain_cli
+
+        return toolchain_cli.check(args.params)
     raise AssertionError(args.command)
 
 

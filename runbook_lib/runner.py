@@ -120,6 +120,9 @@ def render_html(notebook: Path) -> Path:
     return target
 
 
+WORKDIR_ENV = "RUNBOOK_WORKDIR"
+
+
 def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> StepStatus:
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -129,6 +132,9 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
     status = StepStatus(step=notebook, status="passed", notebook=target.name)
     started = time.perf_counter()
     os.environ[RUN_DIR_ENV] = str(run_dir)
+    # The kernel runs in notebooks/; the application's models (parameter ``models``) are found from
+    # the folder the run was started in.
+    os.environ.setdefault(WORKDIR_ENV, os.getcwd())
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters={**parameters, "run_dir": str(run_dir)},

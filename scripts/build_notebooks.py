@@ -138,6 +138,10 @@ NOTEBOOKS = {
             ("md", "## The cascade tree as planned"),
             ("code", "planned = {i.fk.key: i.planned for i in plan.items}\n"
                      "print('\\n'.join(graph.cascade_tree_lines(steps.snapshot_before(ctx).foreign_keys, plan.parent, planned)))"),
+            ("md", "## The application's models\nWith `models` set (e.g. `app.models:Base`): every `ondelete` the "
+                   "next Alembic autogenerate would revert and every `relationship()` that fights the planned rules, "
+                   "with the model's file, line and the fix (`runbook orm-check` prints the same)."),
+            ("code", "steps.models_frame(ctx, plan) if ctx.params.models else print('models is not set')"),
             ("md", "## The DDL (`plan.sql`)"),
             ("code", "print(plan.forward_script())"),
             ("md", "## The rollback (`rollback.sql`)"),

@@ -156,3 +156,25 @@ def test_a_bare_metadata_is_checked_for_ondelete_only(make_db: Any, tmp_path: Pa
                      cwd=app_dir)
     assert result.returncode == 1
     assert result.stdout.count("write: ForeignKey") == 9 and "relationship(" not in result.stdout
+
+
+def test_the_plan_notebook_shows_the_same_findings_when_models_is_set(
+        make_db: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from runbook_lib import steps
+    from runbook_lib.context import RunContext
+    from runbook_lib import params as params_mod
+
+    dsn = the_app_schema(make_db)
+    app_dir = app(tmp_path)
+    monkeypatch.setenv("RUNBOOK_WORKDIR", str(app_dir))  # as the runner sets it for the kernel
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ctx = RunContext(params=params_mod.validate({"parent_table": "users", "models": "models_before:Base"}),
+                     run_dir=run_dir, dsn=dsn)
+    steps.inspect(ctx)
+    frame = steps.models_frame(ctx, steps.plan(ctx))
+    printed = runbook(dsn, "orm-check", "--params", str(write_params(tmp_path)), "--models", "models_before:Base",
+                      cwd=app_dir).stdout
+    assert len(frame) == 15
+    for row in frame.itertuples():
+        assert f"{row.where}: {row.model} ({row.constraint})" in printed

@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--params", required=True)
     pv.add_argument("--user-id", required=True)
 
-    lab = sub.add_parser("lab", help="JupyterLab on notebooks/, connected like run")
+    lab = sub.add_parser("lab", help="JupyterLab on fresh copies of notebooks/, connected like run")
+    lab.add_argument("--evidence-dir", default=None, help="where the lab folder is made (default: evidence)")
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
     lab.add_argument("--port", type=int, default=None)
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser (headless)")
@@ -89,9 +90,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(args.schema, Path(args.evidence_dir))
     if args.command == "lab":
-        from .demo import run_lab
+        from .lab import run_lab
 
-        return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
+        return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser,
+                       evidence_dir=Path(args.evidence_dir) if args.evidence_dir else None,
+                       announce=lambda line: print(line, file=sys.stderr))
     if args.command == "preview":
         return _preview(args.params, args.user_id)
     raise AssertionError(args.command)

@@ -45,7 +45,7 @@ def notebooks_dir() -> Path:
 @dataclass
 class StepStatus:
     step: str
-    status: str  # passed | failed | not run
+    status: str  # passed | skipped | failed | not run
     seconds: float = 0.0
     notebook: str | None = None
     html: str | None = None
@@ -59,7 +59,11 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "passed" for s in self.steps)
+        return all(s.status in ("passed", "skipped") for s in self.steps)
+
+    @property
+    def skipped(self) -> list[StepStatus]:
+        return [s for s in self.steps if s.status == "skipped"]
 
     @property
     def failed(self) -> StepStatus | None:
@@ -152,6 +156,15 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
     return status
 
 
+def verdict_status(run_dir: Path, step: str) -> str | None:
+    """The status the step's notebook recorded with its verdict (None when it recorded none)."""
+    path = run_dir / "verdicts" / f"{step}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data.get("status") or ("passed" if data.get("ok") else "failed"))
+
+
 def notebook_parameters(params: params_mod.Parameters) -> dict[str, Any]:
     values = params.to_dict()
     given = str(values["backup"]["dir"] or "")
@@ -177,8 +190,10 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
         logger.info("step %s: running %s", step, STEPS[step])
         status = execute_step(STEPS[step], run_dir, injected)
         status.step = step
+        if status.status == "passed" and verdict_status(run_dir, step) == "skipped":
+            status.status = "skipped"
         result.steps.append(status)
-        if status.status != "passed":
+        if status.status not in ("passed", "skipped"):
             break
     for step in chosen[len(result.steps):]:
         result.steps.append(StepStatus(step=step, status="not run"))
@@ -238,7 +253,7 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
 def main_stream_line(result: RunResult) -> str:
     failed = result.failed
     if failed is None:
-        return f"all steps passed; evidence in {result.run_dir}"
+        return f"{index_page.headline([s.status for s in result.steps]).lower()}; evidence in {result.run_dir}"
     notebook = result.run_dir / (failed.notebook or "")
     return f"step {failed.step} failed: {failed.error}; executed notebook: {notebook}"
 

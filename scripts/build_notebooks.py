@@ -31,7 +31,8 @@ pd.set_option("display.max_rows", None)
 pd.set_option("display.max_columns", None)
 pd.set_option("display.expand_frame_repr", False)
 ''' + paramdocs.context_call() + '''
-display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
+display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))
+print(f"run folder: {ctx.run_dir.name}")'''
 
 
 def notebook(title: str, intro: str, cells: list[tuple[str, str]], extra_parameters: str = "") -> nbformat.NotebookNode:
@@ -229,7 +230,7 @@ NOTEBOOKS = {
                      "else:\n"
                      "    print('preview_user_id is not set')"),
             ("md", "## Verdict"),
-            ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message))'),
+            ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message, skipped=outcome.skipped is not None))'),
         ]),
     "07_rollback": notebook(
         "Rollback",

@@ -21,26 +21,32 @@ SQL_DIR = Path(__file__).parent / "sql"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_TESTED: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     given = os.environ.get("RUNBOOK_TEST_DSN")
     if given:
+        _remember_version(given)
         yield given
         return
     with embedded.server() as srv:
+        _remember_version(srv.get_uri())
         yield srv.get_uri()
 
 
-_TESTED: dict[str, str] = {}
+def _remember_version(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+    _TESTED["version"] = str(row[0]) if row else "unknown"
 
 
 @pytest.fixture(scope="session")
 def server_version(server_dsn: str) -> int:
     with psycopg.connect(server_dsn) as conn:
-        row = conn.execute("SELECT current_setting('server_version_num')::int, "
-                           "current_setting('server_version')").fetchone()
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
         assert row is not None
-        _TESTED["version"] = str(row[1])
         return int(row[0])
 
 
@@ -61,8 +67,8 @@ def _server_version_marks(request: pytest.FixtureRequest) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     where = "RUNBOOK_TEST_DSN" if os.environ.get("RUNBOOK_TEST_DSN") else "embedded"
-    version = _TESTED.get("version", "not asked by any test that ran")
-    terminalreporter.write_line(f"server tested: PostgreSQL {version} ({where})")
+    if "version" in _TESTED:
+        terminalreporter.write_line(f"server tested: PostgreSQL {_TESTED['version']} ({where})")
 
 
 def create_database(server_dsn: str, schema_sql: str | None = None) -> str:

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from . import runner
 
+    if args.command in ("run", "rollback"):
+        from . import progress
+
+        progress.enable(sys.stderr)
     if args.command == "run":
         result = runner.run(args.params, evidence_dir=args.evidence_dir, steps=args.steps, overrides=args.param)
         return _report(result)
@@ -111,14 +116,14 @@ def _preview(params_file: str, user_id: str) -> int:
 
     params = params_mod.load(params_file)
     found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env()), user_id)
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.max_colwidth", 80):
-        print(testuser.preview_frame(found).to_string(index=False))
+    # A terminal of 100 columns: long values are cut, wide frames wrap; the evidence keeps the detail.
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.max_colwidth", 40):
+        print(testuser.preview_frame(found).to_string(index=False, line_width=100))
         blockers = testuser.blockers_frame(found)
         if len(blockers):
             print("\nblockers:")
-            print(blockers.to_string(index=False))
-    print(f"\n{found.message}")
+            print(blockers.to_string(index=False, line_width=100))
+    print("\n" + "\n".join(textwrap.wrap(found.message, 100, subsequent_indent="  ")))
     return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 
 

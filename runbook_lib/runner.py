@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, catalog, index_page, logger
+from . import __version__, catalog, index_page, logger, progress
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -112,6 +112,11 @@ _EXTERNAL_TAG = re.compile(
     re.IGNORECASE)
 
 
+# A plan of a wide schema must not push the page sideways: wide tables scroll on their own.
+_WIDE_TABLES = ("<style>.jp-RenderedHTMLCommon table,table.dataframe{display:block;max-width:100%;"
+                "overflow-x:auto}</style>")
+
+
 def render_html(notebook: Path) -> Path:
     """An HTML page of the executed notebook that renders with no network access."""
     import nbformat
@@ -120,7 +125,8 @@ def render_html(notebook: Path) -> Path:
     exporter = HTMLExporter(template_name="lab")
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
-    target.write_text(_EXTERNAL_TAG.sub("", body), encoding="utf-8")
+    body = _EXTERNAL_TAG.sub("", body).replace("</head>", _WIDE_TABLES + "</head>", 1)
+    target.write_text(body, encoding="utf-8")
     return target
 
 
@@ -136,8 +142,8 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters={**parameters, "run_dir": str(run_dir)},
-            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-            report_mode=False, log_output=False,
+            kernel_name="python3", progress_bar=sys.stderr.isatty(), cwd=str(notebooks_dir()),
+            report_mode=False, log_output=True,  # each printed line reaches the progress log as it appears
         )
     except PapermillExecutionError as exc:
         status.status = "failed"
@@ -187,11 +193,12 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
     started = time.time()
     result = RunResult(run_dir=run_dir)
     for step in chosen:
-        logger.info("step %s: running %s", step, STEPS[step])
+        progress.step_started(step, STEPS[step])
         status = execute_step(STEPS[step], run_dir, injected)
         status.step = step
         if status.status == "passed" and verdict_status(run_dir, step) == "skipped":
             status.status = "skipped"
+        progress.step_finished(step, status.status, status.seconds)
         result.steps.append(status)
         if status.status not in ("passed", "skipped"):
             break
@@ -242,8 +249,10 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
     write_json(run_dir / "parameters.json", injected)
     started = time.time()
     result = RunResult(run_dir=run_dir)
+    progress.step_started("rollback", ROLLBACK_NOTEBOOK)
     status = execute_step(ROLLBACK_NOTEBOOK, run_dir, {**injected, "source_run": str(source)})
     status.step = "rollback"
+    progress.step_finished("rollback", status.status, status.seconds)
     result.steps.append(status)
     finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started, kind="rollback",
            extra={"source_run": str(source)})

@@ -1,7 +1,8 @@
-"""A step that did not do its work is reported as skipped, never as passed."""
+"""A step that did not do its work is reported as skipped, never as passed; progress is live."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,9 @@ def test_a_dry_run_reports_the_test_user_as_skipped(make_db: Any, tmp_path: Path
     assert "SKIPPED: test_user: dry run: nothing was applied" in notebook
     assert "all run steps passed, 1 skipped; evidence in" in result.stdout
     assert "test_user  skipped" in result.stdout
+    # Live progress: each step's start and end, and what the notebooks print, as timestamped lines.
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+    assert re.search(stamp + r"step inspect: started \(02_inspect\)", result.stderr), result.stderr[-2000:]
+    assert re.search(stamp + r"step plan: passed after \d+\.\ds", result.stderr)
+    assert re.search(stamp + r"step test_user: skipped after", result.stderr)
+    assert re.search(stamp + r".*PASS: plan: ", result.stderr)

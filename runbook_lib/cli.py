@@ -118,11 +118,11 @@ def _preview(params_file: str, user_id: str) -> int:
     found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env()), user_id)
     # A terminal of 100 columns: long values are cut, wide frames wrap; the evidence keeps the detail.
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.max_colwidth", 40):
-        print(testuser.preview_frame(found).to_string(index=False, line_width=100))
+        print(testuser.preview_frame(found).to_string(index=False, line_width=100, max_colwidth=40))
         blockers = testuser.blockers_frame(found)
         if len(blockers):
             print("\nblockers:")
-            print(blockers.to_string(index=False, line_width=100))
+            print(blockers.to_string(index=False, line_width=100, max_colwidth=40))
     print("\n" + "\n".join(textwrap.wrap(found.message, 100, subsequent_indent="  ")))
     return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 

@@ -20,7 +20,7 @@ def test_preview_fits_100_columns(make_db: Any, tmp_path: Path) -> None:
     params.write_text("parent_table: users\n")
     result = runbook("preview", "--params", str(params), "--user-id", "1", dsn=dsn, cwd=tmp_path)
     assert result.returncode in (0, 1), result.stderr
-    assert "public.nutrition_goal_targets" in result.stdout
+    assert "public.nutrition_goals" in result.stdout, result.stdout
     too_wide = [line for line in result.stdout.splitlines() if len(line) > 100]
     assert not too_wide, too_wide
 

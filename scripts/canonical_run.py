@@ -33,7 +33,8 @@ def with_injection(stored: nbformat.NotebookNode, values: dict[str, Any]) -> nbf
     outputs kept: what nbval executes and compares."""
     nb = nbformat.from_dict(stored)
     for cell in nb.cells:
-        cell.metadata.setdefault("tags", [])  # papermill reads every cell's tags
+        cell.metadata.setdefault("tags", [])  # papermill reads every cell's tags and its own metadata
+    nb.metadata.setdefault("papermill", {})
     nb = parameterize_notebook(nb, values, kernel_name="python3", language="python")
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):

@@ -34,6 +34,7 @@ class RunContext:
     params: Parameters
     run_dir: Path
     dsn: str
+    by_hand: bool = False  # a notebook opened by hand, in an interactive run folder
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str] | None = None, **values: Any) -> "RunContext":
@@ -56,7 +57,7 @@ class RunContext:
         else:
             base = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence"))
             path = run_folder.interactive_folder(base, ident)
-        return cls(params=params, run_dir=path.resolve(), dsn=dsn)
+        return cls(params=params, run_dir=path.resolve(), dsn=dsn, by_hand=not chosen)
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         return connect_mod.connect(self.dsn, autocommit=autocommit)

@@ -138,7 +138,8 @@ def interactive_folder(base: Path, ident: Identity) -> Path:
     pointer = _read(base / CURRENT)
     if pointer is not None:
         current = base / str(pointer.get("run_dir", ""))
-        if current.is_dir() and recorded(current) == ident:
+        # A sealed folder (it has its manifest) is finished: the next notebook starts a new one.
+        if current.is_dir() and recorded(current) == ident and not (current / "manifest.json").exists():
             return current.resolve()
     folder = base / folder_name(ident)
     suffix = 1

@@ -231,6 +231,9 @@ NOTEBOOKS = {
                      "    print('preview_user_id is not set')"),
             ("md", "## Verdict"),
             ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message, skipped=outcome.skipped is not None))'),
+            ("md", "## Evidence\nRun by hand, the run folder gets the manifest and index page that `runbook run` "
+                   "writes, and `runbook verify-evidence` checks it; under `runbook run` the runner writes them."),
+            ("code", "if ctx.by_hand:\n    from runbook_lib import by_hand\n    print(by_hand.seal(ctx))"),
         ]),
     "07_rollback": notebook(
         "Rollback",

@@ -108,3 +108,40 @@ def test_folder_names_carry_no_path_characters() -> None:
     name = run_folder.folder_name(ident, 0)
     assert name == "app_.._x-public.we_ird_name-19700101T000000Z"
     assert "/" not in name
+
+
+def test_a_folder_run_by_hand_is_sealed_with_the_manifest_and_index_of_a_release_run(
+        make_db: Any, by_hand: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib import by_hand as by_hand_mod
+    from runbook_lib.evidence import verify_evidence
+
+    dsn = make_db(sql_file("edge_cases.sql"))
+    ctx = opened(monkeypatch, dsn, "users")
+    assert ctx.by_hand
+    for step in ("preflight", "backup", "inspect", "plan", "apply", "verify"):
+        if step == "inspect":
+            steps.inspect(ctx)
+        ctx.verdict(step, True, "done by hand")
+    ctx.verdict("test_user", True, "skipped: dry run", skipped=True)
+    line = by_hand_mod.seal(ctx)
+    assert line == f"ALL RUN STEPS PASSED, 1 SKIPPED: evidence sealed in {ctx.run_dir}"
+    manifest = json.loads((ctx.run_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "by hand" and manifest["server"]["database"] == ctx.run_dir.name.split("-")[0]
+    assert [s["status"] for s in manifest["steps"]] == ["passed"] * 6 + ["skipped"]
+    assert {"identity.json", "snapshot_before.json", "index.html"} <= set(manifest["files"])
+    assert verify_evidence(ctx.run_dir) == []
+    assert "ALL RUN STEPS PASSED, 1 SKIPPED" in (ctx.run_dir / "index.html").read_text()
+    # Sealed means finished: the next notebook opened by hand starts a new folder.
+    assert opened(monkeypatch, dsn, "users").run_dir != ctx.run_dir
+
+
+def test_a_folder_missing_a_step_does_not_pass_when_sealed(
+        make_db: Any, by_hand: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib import by_hand as by_hand_mod
+
+    ctx = opened(monkeypatch, make_db(sql_file("edge_cases.sql")), "users")
+    ctx.verdict("preflight", True, "done")
+    ctx.verdict("plan", True, "done")
+    assert by_hand_mod.seal(ctx).startswith("RUN FAILED")
+    statuses = [(s["step"], s["status"]) for s in json.loads((ctx.run_dir / "manifest.json").read_text())["steps"]]
+    assert statuses == [("preflight", "passed"), ("backup", "not run"), ("inspect", "not run"), ("plan", "passed")]

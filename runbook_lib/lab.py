@@ -30,7 +30,10 @@ These are working copies of the runbook's notebooks; saving them changes nothing
    parent table continue in the same folder; another parent table starts a new one.
 3. A step refuses a file of its folder that another database, parent table or run wrote, or that was
    changed by hand: run the step that makes it again.
-4. `07_rollback` restores what a run changed: set `source_run` to that run's folder.
+4. The last cell of `06_test_user_deletion` seals the run folder: `manifest.json` and `index.html`, as
+   `runbook run` writes them; `runbook verify-evidence FOLDER` checks it. The next notebook starts a
+   new folder.
+5. `07_rollback` restores what a run changed: set `source_run` to that run's folder.
 """
 
 

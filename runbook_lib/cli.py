@@ -1,4 +1,4 @@
-"""The ``runbook`` command: a thin shell over the runner (see DESIGN.md for the contract)."""
+"""The ``runbook`` command: a thin shell over the runner (the contract is in README.md, "Running it")."""
 from __future__ import annotations
 
 import argparse

@@ -73,12 +73,14 @@ def test_stored_outputs_match_a_fresh_run(demo_dsn: str, tmp_path: Path) -> None
     assert " passed" in result.stdout and "failed" not in result.stdout.splitlines()[-1]
 
 
-def changed_copy(name: str, old: str, new: str, folder: Path) -> Path:
+def changed_copy(name: str, old: str, new: str, folder: Path) -> tuple[Path, int]:
+    """A copy of the stored notebook whose outputs say ``new`` for ``old``; how many cells changed."""
     folder.mkdir(exist_ok=True)
     shutil.copy(NOTEBOOKS / "nbval_sanitize.cfg", folder)
     nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
-    changed = False
+    changed = 0
     for cell in nb["cells"]:
+        changed += any(old in str(output) for output in cell.get("outputs", []))
         for output in cell.get("outputs", []):
             for key, value in [("text", output.get("text")), *output.get("data", {}).items()]:
                 text = "".join(value) if isinstance(value, list) else value
@@ -87,30 +89,30 @@ def changed_copy(name: str, old: str, new: str, folder: Path) -> Path:
                         output["text"] = text.replace(old, new)
                     else:
                         output["data"][key] = text.replace(old, new)
-                    changed = True
     assert changed, (name, old)
     (folder / f"{name}.ipynb").write_text(json.dumps(nb))
-    return folder / f"{name}.ipynb"
+    return folder / f"{name}.ipynb", changed
 
 
 @pytest.mark.slow
 def test_nbval_catches_a_changed_plan(demo_dsn: str, tmp_path: Path) -> None:
-    copy = changed_copy("03_plan", "change(s) planned", "change(s) plannedX", tmp_path / "nb")
+    copy, _ = changed_copy("03_plan", "change(s) planned", "change(s) plannedX", tmp_path / "nb")
     result = nbval([copy], demo_dsn, tmp_path / "run")
     assert result.returncode != 0 and "change(s) planned" in result.stdout
 
 
 @pytest.mark.slow
 def test_nbval_catches_a_changed_test_user_deletion_and_rollback(demo_dsn: str, tmp_path: Path) -> None:
-    sources = {"06_test_user_deletion": changed_copy("06_test_user_deletion", "none left", "1 left",
-                                                     tmp_path / "nb"),
-               "07_rollback": changed_copy("07_rollback", "restored to their original definitions",
-                                           "restored to other definitions", tmp_path / "nb")}
-    real = checked_copies(sources, demo_dsn, tmp_path)
+    deletion, in_06 = changed_copy("06_test_user_deletion", "none left", "1 left", tmp_path / "nb")
+    rollback, in_07 = changed_copy("07_rollback", "restored to their original definitions",
+                                   "restored to other definitions", tmp_path / "nb")
+    real = checked_copies({"06_test_user_deletion": deletion, "07_rollback": rollback}, demo_dsn, tmp_path)
     result = nbval(real, demo_dsn, tmp_path / "run")
     assert result.returncode != 0
-    assert "2 failed" in result.stdout.splitlines()[-1], result.stdout[-3000:]
-    assert "1 left" in result.stdout and "restored to other definitions" in result.stdout
+    # Exactly the changed cells fail: everything else in 06 and 07 still matches its stored output.
+    assert f"{in_06 + in_07} failed" in result.stdout.splitlines()[-1], result.stdout[-3000:]
+    assert "FAILED 06_test_user_deletion.ipynb::Cell" in result.stdout
+    assert "FAILED 07_rollback.ipynb::Cell" in result.stdout
 
 
 def test_stored_outputs_hold_no_paths_or_secrets() -> None:

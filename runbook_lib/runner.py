@@ -62,10 +62,6 @@ class RunResult:
         return all(s.status in ("passed", "skipped") for s in self.steps)
 
     @property
-    def skipped(self) -> list[StepStatus]:
-        return [s for s in self.steps if s.status == "skipped"]
-
-    @property
     def failed(self) -> StepStatus | None:
         return next((s for s in self.steps if s.status == "failed"), None)
 

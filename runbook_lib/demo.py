@@ -72,7 +72,10 @@ def summary(run_dir: Path) -> list[str]:
     lines.append(f"foreign keys changed: {changed}")
     verdict = run_dir / "verdicts" / "test_user.json"
     if verdict.exists():
-        lines.append(f"test-user deletion: {json.loads(verdict.read_text())['message']}")
+        recorded = json.loads(verdict.read_text())
+        status = recorded.get("status") or ("passed" if recorded.get("ok") else "failed")
+        label = {"passed": "PASS", "skipped": "SKIPPED"}.get(status, "FAIL")
+        lines.append(f"test-user deletion: {label}: {recorded['message']}")
     index = run_dir / "index.html"
     lines.append(f"evidence: {index if index.exists() else run_dir / 'manifest.json'}")
     return lines

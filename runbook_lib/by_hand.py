@@ -38,5 +38,6 @@ def seal(ctx: RunContext) -> str:
     started = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) if created else time.time()
     result = runner.RunResult(run_dir=ctx.run_dir, steps=step_statuses(ctx.run_dir))
     params: dict[str, Any] = runner.notebook_parameters(ctx.params)
-    runner.finish(ctx.run_dir, result, params=params, ident=ident, dsn=ctx.dsn, started=started, kind="by hand")
+    runner.finish(ctx.run_dir, result, params=params, ident=ident, dsn=ctx.dsn, started=started,
+                  kind="by hand")
     return f"{index_page.headline([s.status for s in result.steps])}: evidence sealed in {ctx.run_dir}"

@@ -43,7 +43,8 @@ class Identity:
 
 
 def identity_from(server: dict[str, Any], parent_schema: str, parent_table: str) -> Identity:
-    return Identity(str(server["system_identifier"]), str(server["database"]), f"{parent_schema}.{parent_table}")
+    return Identity(str(server["system_identifier"]), str(server["database"]),
+                    f"{parent_schema}.{parent_table}")
 
 
 def sha256_of(path: Path) -> str:
@@ -103,8 +104,8 @@ def check_read(run_dir: Path, name: str) -> None:
         return
     want = data.get("files", {}).get(name)
     if want is None:
-        raise ForeignFile(f"{name} in {run_dir} was not written by a step of this run "
-                          f"({Identity(data['system_identifier'], data['database'], data['parent']).describe()}); "
+        owner = Identity(data["system_identifier"], data["database"], data["parent"])
+        raise ForeignFile(f"{name} in {run_dir} was not written by a step of this run ({owner.describe()}); "
                           "run the step that makes it in this folder")
     if sha256_of(run_dir / name) != want:
         raise ForeignFile(f"{name} in {run_dir} changed after its step wrote it (sha256 differs); "

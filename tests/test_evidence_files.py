@@ -83,8 +83,9 @@ def test_evidence_is_private_whatever_the_umask(tmp_path: Path, loose_umask: Non
                      "evidence/r1/manifest.json": 0o600}
 
 
-def test_a_notebook_opened_by_hand_gets_a_private_folder(tmp_path: Path, loose_umask: None,
+def test_a_notebook_opened_by_hand_gets_a_private_folder(dsn: str, tmp_path: Path, loose_umask: None,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_DSN", dsn)
     monkeypatch.setenv("RUNBOOK_EVIDENCE_DIR", str(tmp_path / "ev"))
     monkeypatch.delenv("RUNBOOK_RUN_DIR", raising=False)
     ctx = RunContext.open(parent_table="users")

@@ -66,11 +66,12 @@ def test_scrub_removes_secret_values_from_any_message() -> None:
     assert connect_mod.scrub(f"oops {SECRET} here", dsn) == "oops *** here"
 
 
-def test_the_run_context_holds_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dsn = f"postgresql://u:{SECRET}@h/app?sslpassword={SSL_SECRET}"
+def test_the_run_context_holds_no_secret(dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that does not ask for a password ignores one: open() connects with these.
+    dsn = f"{dsn} password={SECRET} sslpassword={SSL_SECRET}"
     given = RunContext(params=validate({"parent_table": "users"}), run_dir=tmp_path, dsn=dsn)
     monkeypatch.setenv("RUNBOOK_DSN", dsn)
-    from_env = RunContext.open(run_dir=tmp_path, parent_table="users")
+    from_env = RunContext.open(run_dir=tmp_path / "run", parent_table="users")
     for ctx in (given, from_env):
         for shown in (repr(ctx), str(ctx), repr(vars(ctx)), str(vars(ctx))):
             assert SECRET not in shown and SSL_SECRET not in shown

@@ -430,7 +430,7 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
         run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
                                      commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
-                                     timeouts=timeouts)
+                                     timeouts=timeouts, collateral=True)
         key_columns = deletion.parent_key_columns(conn, snap.parent)
         statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None
@@ -451,7 +451,10 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         "synthesis_failures": [str(f) for f in run.synthesis.failures],
         "orphans": [{"table": qualname(o.table), "columns": list(o.columns), "count": o.count, "keys": o.keys,
                      "referenced_by": o.referenced_by} for o in run.orphans],
-        "script_proof": script_proof.to_dict() if script_proof else None})
+        "script_proof": script_proof.to_dict() if script_proof else None, "notes": run.notes,
+        "collateral": [{"table": qualname(r.row.table), "key": r.row.key, "owner": r.owner_fk,
+                        "via": list(r.hangs_off), "planned": r.planned, "found": r.found}
+                       for r in (run.collateral.rows if run.collateral else [])]})
     return outcome
 
 

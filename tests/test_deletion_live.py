@@ -302,3 +302,34 @@ def test_the_image_board_demo_rehearsed_with_its_decisions_passes(make_db: Any) 
         assert run.ok, run.message
         assert run.proof is not None and sum(d["detached"] for d in run.proof.detached.values()) > 0
         assert count(conn, "SELECT count(*) FROM users WHERE id = 0") == 0  # the rehearsal's ghost: rolled back
+
+
+def test_a_second_user_s_rows_on_the_test_user_s_rows_are_shown_and_proven(board: Any) -> None:
+    _dsn, conn = board
+    snap = catalog.inspect(conn, "public", "users")
+    run = tu.run_test_user(conn, snap, collateral=True)
+    assert run.ok, run.message
+    other = run.collateral
+    assert other is not None and other.user is not None and other.user_found == "there"
+    fate = {r.row.table[1]: r.planned for r in other.rows}
+    # a comment, a vote and a flag by someone else on the test user's post go with the post; the other
+    # user's own post that the test user approved stays, detached from its approver
+    assert fate == {"posts": "detached", "comments": "deleted", "votes": "deleted", "flags": "deleted"}
+    assert all(r.ok for r in other.rows)
+    assert "another user's rows on the test user's" in run.message and "comments via" in run.message
+    assert count(conn, "SELECT count(*) FROM users") == 300  # both rolled back
+
+
+def test_collateral_the_preview_did_not_plan_fails_and_names_the_row(board: Any) -> None:
+    """A trigger removes the other user's detached post: the counters and the key lookup both see it."""
+    _dsn, conn = board
+    conn.execute("""
+        CREATE FUNCTION drop_unapproved() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.approver_id IS NULL AND OLD.approver_id IS NOT NULL THEN
+            DELETE FROM posts WHERE id = NEW.id; END IF; RETURN NULL; END $$;
+        CREATE TRIGGER drop_unapproved AFTER UPDATE OF approver_id ON posts
+            FOR EACH ROW EXECUTE FUNCTION drop_unapproved();
+    """)
+    run = tu.run_test_user(conn, catalog.inspect(conn, "public", "users"), collateral=True)
+    assert not run.ok
+    assert "public.posts" in run.message and "the preview said detached, the database shows it gone" in run.message

@@ -44,9 +44,10 @@ the query that deleted the referenced row, not of the whole statement): such row
 """
 from __future__ import annotations
 
+from .collateral import Collateral, CollateralRow, synthesize_collateral
 from .columns import ColumnCatalog, TableMeta, parent_key_columns, read_column_catalog
 from .common import Timeouts, set_timeouts
-from .frames import blockers_frame, orphans_frame, preview_frame, proof_frame, synthesis_frame
+from .frames import blockers_frame, collateral_frame, orphans_frame, preview_frame, proof_frame, synthesis_frame
 from .orphans import Orphans, orphans
 from .preview import Blocker, Detached, Preview, PreviewRow, preview
 from .proof import DeleteFailure, Proof, delete_and_prove
@@ -55,10 +56,10 @@ from .script import ordered_delete_script, prove_ordered_delete, script_params, 
 from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, new_marker, synthesize
 
 __all__ = [
-    "Blocker", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans", "Preview", "PreviewRow", "Proof",
-    "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "Timeouts", "UserDeletionRun",
-    "blockers_frame", "delete_and_prove", "new_marker", "ordered_delete_script", "orphans", "orphans_frame",
-    "parent_key_columns", "preview", "preview_frame", "proof_frame", "prove_ordered_delete",
-    "read_column_catalog", "rehearsal_setup", "run_test_user", "script_params", "script_rules", "set_timeouts",
-    "synthesis_frame", "synthesize",
+    "Blocker", "Collateral", "CollateralRow", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans",
+    "Preview", "PreviewRow", "Proof", "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta",
+    "Timeouts", "UserDeletionRun", "blockers_frame", "collateral_frame", "delete_and_prove", "new_marker",
+    "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns", "preview", "preview_frame",
+    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user",
+    "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize", "synthesize_collateral",
 ]

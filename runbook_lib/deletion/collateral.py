@@ -52,10 +52,12 @@ class Collateral:
 
     @property
     def summary(self) -> str:
-        counts: dict[str, list[str]] = {}
+        """Per planned fate, how many of the other user's rows and in which tables (details: the frame)."""
+        tables: dict[str, list[str]] = {}
         for r in self.rows:
-            counts.setdefault(r.planned or "?", []).append(f"{qualname(r.row.table)} via {', '.join(r.hangs_off)}")
-        return "; ".join(f"{fate}: {', '.join(items)}" for fate, items in sorted(counts.items()))
+            tables.setdefault(r.planned or "?", []).append(qualname(r.row.table))
+        return ", ".join(f"{len(names)} {fate} ({', '.join(sorted(set(names)))})"
+                         for fate, names in sorted(tables.items()))
 
 
 def _owner_and_links(fks: list[ForeignKey], table: TableKey, parent: TableKey,

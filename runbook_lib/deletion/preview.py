@@ -15,8 +15,8 @@ from ..catalog import ForeignKey, TableKey, qualname
 from ..errors import RunbookError
 from ..graph import deletion_set
 from .columns import ColumnCatalog, parent_key_columns, read_column_catalog
-from .common import (Identity, Text, Timeouts, set_timeouts, _chunks, _identity_of, _in_transaction, _key_text, _match, _read_fks,
-                     _select_list, _table)
+from .common import (Identity, Text, Timeouts, _chunks, _identity_of, _in_transaction, _key_text, _match,
+                     _read_fks, _select_list, _table, set_timeouts)
 from .values import _as_text
 
 

@@ -255,7 +255,8 @@ def delete_and_prove(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesi
     detached, so no other row was deleted or changed, whatever other sessions do meanwhile; key lookups
     then show every listed row gone and every detached row kept. Every synthesized row was deleted or
     kept-and-detached. Rows inserted outside the deletion set (an audit trigger's log) are listed in
-    ``side_effects``; they fail the proof only with ``strict_other_tables``. A failing DELETE is in ``Proof.failure``, not raised.
+    ``side_effects``; they fail the proof only with ``strict_other_tables``. A failing DELETE is in
+    ``Proof.failure``, not raised.
     """
     _require_transaction(conn, "delete_and_prove")
     parent = preview.parent

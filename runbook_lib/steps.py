@@ -428,9 +428,10 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         if ctx.params.dry_run and rehearse:
             setup = deletion.rehearsal_setup(make_plan(snap, ctx.params))
         timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
-        run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
-                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
-                                     timeouts=timeouts, collateral=True)
+        run = deletion.run_test_user_retrying(
+            conn, snap, attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff,
+            values=settings.get("values") or {}, commit=bool(settings["commit"]) and not ctx.params.dry_run,
+            setup=setup, timeouts=timeouts, collateral=True)
         key_columns = deletion.parent_key_columns(conn, snap.parent)
         statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None

@@ -334,3 +334,23 @@ def test_collateral_the_preview_did_not_plan_fails_and_names_the_row(board: Any)
     run = tu.run_test_user(conn, catalog.inspect(conn, "public", "users"), collateral=True)
     assert not run.ok
     assert "public.posts" in run.message and "the preview said detached, the database shows it gone" in run.message
+
+
+def test_a_lock_released_meanwhile_is_retried_with_nothing_held_between_attempts(board: Any) -> None:
+    dsn, conn = board
+    snap = catalog.inspect(conn, "public", "users")
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(0.6, holder.rollback)
+    release.start()
+    try:
+        run = tu.run_test_user_retrying(conn, snap, attempts=6, backoff=0.2, timeouts=tu.Timeouts("30s", "100ms"))
+    finally:
+        release.join()
+        holder.close()
+    assert run.ok, run.message
+    assert any(n.startswith("lock_timeout: done at attempt") for n in run.notes)
+    with psycopg.connect(dsn) as other:  # and once more, with the lock never released: the error surfaces
+        other.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            tu.run_test_user_retrying(conn, snap, attempts=2, backoff=0.05, timeouts=tu.Timeouts("30s", "100ms"))

@@ -51,7 +51,7 @@ from .frames import blockers_frame, collateral_frame, orphans_frame, preview_fra
 from .orphans import Orphans, orphans
 from .preview import Blocker, Detached, Preview, PreviewRow, preview
 from .proof import DeleteFailure, Proof, delete_and_prove
-from .run import UserDeletionRun, rehearsal_setup, run_test_user
+from .run import UserDeletionRun, rehearsal_setup, run_test_user, run_test_user_retrying
 from .script import ordered_delete_script, prove_ordered_delete, script_params, script_rules
 from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, new_marker, synthesize
 
@@ -60,6 +60,6 @@ __all__ = [
     "Preview", "PreviewRow", "Proof", "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta",
     "Timeouts", "UserDeletionRun", "blockers_frame", "collateral_frame", "delete_and_prove", "new_marker",
     "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns", "preview", "preview_frame",
-    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user",
+    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user", "run_test_user_retrying",
     "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize", "synthesize_collateral",
 ]

@@ -2,12 +2,14 @@
 preview, delete, prove, list orphans."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import psycopg
 from psycopg import sql
 
+from .. import logger
 from ..catalog import Snapshot, qualname
 from ..plan import Plan
 from .collateral import Collateral, check_collateral, plan_collateral, synthesize_collateral
@@ -100,6 +102,28 @@ def run_test_user(conn: psycopg.Connection[Any], snapshot: Snapshot, *, marker: 
         proof = delete_and_prove(conn, snapshot, synthesis, the_preview, strict_other_tables=strict_other_tables)
         found = orphans(conn, the_preview) if proof.failure is None else []
     return UserDeletionRun(synthesis, the_preview, proof, found, committed=commit, notes=notes)
+
+
+def run_test_user_retrying(conn: psycopg.Connection[Any], snapshot: Snapshot, *, attempts: int, backoff: float,
+                           **kwargs: Any) -> UserDeletionRun:
+    """``run_test_user`` again, after a pause that grows, when a lock was not granted within
+    lock_timeout (the whole transaction is rolled back each time, so no lock is held while waiting);
+    the last attempt's error propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            run = run_test_user(conn, snapshot, **kwargs)
+        except psycopg.errors.LockNotAvailable as exc:
+            if attempt == attempts:
+                raise
+            delay = backoff * attempt
+            logger.warning("test user: a lock was not granted within lock_timeout (%s); attempt %d of %d, "
+                           "again in %.1fs", exc.diag.message_primary, attempt, attempts, delay)
+            time.sleep(delay)
+            continue
+        if attempt > 1:
+            run.notes.append(f"lock_timeout: done at attempt {attempt} of {attempts}")
+        return run
+    raise AssertionError("unreachable")
 
 
 def rehearsal_setup(the_plan: Plan) -> list[sql.Composed]:

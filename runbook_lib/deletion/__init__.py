@@ -60,6 +60,7 @@ __all__ = [
     "Preview", "PreviewRow", "Proof", "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta",
     "Timeouts", "UserDeletionRun", "blockers_frame", "collateral_frame", "delete_and_prove", "new_marker",
     "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns", "preview", "preview_frame",
-    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user", "run_test_user_retrying",
-    "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize", "synthesize_collateral",
+    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user",
+    "run_test_user_retrying", "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize",
+    "synthesize_collateral",
 ]

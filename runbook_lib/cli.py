@@ -102,12 +102,13 @@ def _preview(params_file: str, user_id: str) -> int:
     import pandas as pd
 
     from . import params as params_mod
-    from . import deletion, steps
+    from . import collateral, deletion, report, steps
     from .connect import dsn_from_env
     from .context import RunContext
 
     params = params_mod.load(params_file)
-    found = steps.preview_user(RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env()), user_id)
+    ctx = RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env())
+    found = steps.preview_user(ctx, user_id)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 80):
         print(deletion.preview_frame(found).to_string(index=False))
@@ -115,6 +116,14 @@ def _preview(params_file: str, user_id: str) -> int:
         if len(blockers):
             print("\nblockers:")
             print(blockers.to_string(index=False))
+        others = collateral.of_preview(found, params)
+        if others:
+            print("\nother users' rows this delete removes or detaches:")
+            print(report.collateral_rows_frame(others).to_string(index=False))
+        unprotected = steps.preview_unprotected(ctx, user_id)
+        if unprotected:
+            print("\nnot reached by any foreign key (the delete leaves these rows behind):")
+            print(report.unprotected_frame(unprotected).to_string(index=False))
     print(f"\n{found.message}")
     return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 

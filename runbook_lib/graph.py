@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Iterable, Mapping
 
-from .catalog import ForeignKey, TableKey, qualname
+from .model import ForeignKey, TableKey, qualname
 
 
 def deletion_set(fks: Iterable[ForeignKey], parent: TableKey) -> dict[TableKey, int]:

@@ -9,7 +9,7 @@ from a ``TABLESAMPLE`` scaled up above that (and the figures say so), each count
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -55,12 +55,19 @@ def _why(vocab: Vocabulary, column: str) -> str | None:
     return None
 
 
+def _only(ref: ReferenceColumn) -> sql.Composable:
+    """The table's own rows: an inheritance child's rows are counted once, under the child."""
+    table = sql.Identifier(ref.schema, ref.table)
+    return table if ref.partitioned else sql.SQL("ONLY {}").format(table)
+
+
 def _counts(conn: psycopg.Connection[Any], snapshot: Snapshot, ref: ReferenceColumn,
             params: Parameters) -> ReferenceColumn:
     """Rows pointing at existing parent rows and at missing ones (exact, or sampled and scaled)."""
-    table, column = sql.Identifier(ref.schema, ref.table), sql.Identifier(ref.column)
+    column = sql.Identifier(ref.column)
     parent, key = sql.Identifier(*snapshot.parent), sql.Identifier(snapshot.parent_key[0])
     sampled = ref.rows is not None and ref.rows > params.exact_count_rows > 0
+    table = _only(ref)
     source: sql.Composable = sql.SQL("{} AS t").format(table)
     if sampled:
         percent = max(0.01, min(100.0, 100.0 * params.exact_count_rows / float(ref.rows or 1)))
@@ -90,25 +97,83 @@ def _counts(conn: psycopg.Connection[Any], snapshot: Snapshot, ref: ReferenceCol
     return replace(ref, existing=existing, missing=missing, sampled=sampled)
 
 
-def find(conn: psycopg.Connection[Any], snapshot: Snapshot, params: Parameters) -> tuple[ReferenceColumn, ...]:
-    """Every column that looks like a reference to the parent's key and has no FK, with its counts."""
-    if len(snapshot.parent_key) != 1:
-        return ()
-    row = conn.execute(_KEY_TYPE, [*snapshot.parent, snapshot.parent_key[0]]).fetchone()
+def candidates(conn: psycopg.Connection[Any], parent: tuple[str, str], key: tuple[str, ...],
+               params: Parameters) -> list[ReferenceColumn]:
+    """Columns that look like a reference to the parent's key and have no FK (catalog only, no counts)."""
+    if len(key) != 1:
+        return []
+    row = conn.execute(_KEY_TYPE, [*parent, key[0]]).fetchone()
     if row is None:
-        return ()
+        return []
     types = list(INTEGERS) if row[0] in INTEGERS else [row[0]]
-    vocab = Vocabulary(tuple(params.owner_columns), tuple(params.actor_columns), snapshot.parent[1])
+    vocab = Vocabulary(tuple(params.owner_columns), tuple(params.actor_columns), parent[1])
     found = []
     for schema, table, column, type_name, not_null, rows, kind, indexed in conn.execute(
             _CANDIDATES, [params.history_schema, types]).fetchall():
-        if (schema, table) == snapshot.parent and column in snapshot.parent_key:
+        if (schema, table) == parent and column in key:
             continue
         why = _why(vocab, column)
-        if why is None:
-            continue
-        ref = ReferenceColumn(schema, table, column, type_name, not_null, indexed,
-                              rows if rows is not None and rows >= 0 else None, why, partitioned=kind == "p")
-        found.append(_counts(conn, snapshot, ref, params))
+        if why is not None:
+            found.append(ReferenceColumn(schema, table, column, type_name, not_null, indexed,
+                                         rows if rows is not None and rows >= 0 else None, why,
+                                         partitioned=kind == "p"))
+    return found
+
+
+def find(conn: psycopg.Connection[Any], snapshot: Snapshot, params: Parameters) -> tuple[ReferenceColumn, ...]:
+    """Every column that looks like a reference to the parent's key and has no FK, with its counts."""
+    found = [_counts(conn, snapshot, ref, params)
+             for ref in candidates(conn, snapshot.parent, snapshot.parent_key, params)]
     logger.info("references without a foreign key: %s", ", ".join(r.key for r in found) or "none")
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class UserReference:
+    """One user's rows in a column no FK protects: the delete will not reach them."""
+    column: ReferenceColumn
+    rows: int | None      # None: not counted (see note)
+    note: str
+
+
+_SIZE = """
+SELECT pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+ROW_BYTES_FLOOR = 64  # a narrow row's size on disk, header included: bounds the rows of a never-analyzed table
+
+
+def _small(conn: psycopg.Connection[Any], ref: ReferenceColumn, params: Parameters) -> bool:
+    """Whether a scan of the table is cheap: by its row estimate, or by its size when never analyzed."""
+    if ref.rows is not None:
+        return ref.rows <= params.exact_count_rows
+    row = conn.execute(_SIZE, [ref.schema, ref.table]).fetchone()
+    return row is not None and int(row[0]) <= params.exact_count_rows * ROW_BYTES_FLOOR
+
+
+def user_rows(conn: psycopg.Connection[Any], parent: tuple[str, str], key: tuple[str, ...], user: Any,
+              params: Parameters) -> list[UserReference]:
+    """The user's rows in every unprotected reference column, looked up through an index where one exists.
+
+    An unindexed column is only scanned when its table is small (``exact_count_rows``): a preview must not
+    read a big table whole; the note then gives the index that would make the lookup cheap.
+    """
+    found = []
+    for ref in candidates(conn, parent, key, params):
+        if not ref.indexed and not _small(conn, ref, params):
+            index = f"CREATE INDEX CONCURRENTLY ON {qualname(ref.child)} ({ref.column})"
+            found.append(UserReference(ref, None, f"not counted: unindexed on a big table; {index}"))
+            continue
+        query = sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(_only(ref), sql.Identifier(ref.column))
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                             [f"{params.statement_timeout_ms}ms"])
+                row = conn.execute(query, [str(user)]).fetchone()
+        except psycopg.errors.QueryCanceled:
+            found.append(UserReference(ref, None, "not counted: statement_timeout"))
+            continue
+        count = int(row[0]) if row else 0
+        if count:
+            found.append(UserReference(ref, count, "not reached by any foreign key"))
+    return found

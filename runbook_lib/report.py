@@ -6,6 +6,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .catalog import ForeignKey, Snapshot, qualname
+from .collateral import Collateral
+from .references import UserReference
 from .graph import deletion_set
 from .plan import ADDED, NOT_REACHED, OWNERSHIP, SELF_REFERENCE, Plan, PlanItem
 
@@ -143,3 +145,16 @@ def cascade_path(plan: Plan, item: PlanItem) -> list[str]:
         table = step.fk.parent
     chain.append(qualname(plan.parent))
     return list(reversed(chain))
+
+
+def unprotected_frame(found: list[UserReference]) -> pd.DataFrame:
+    """One user's rows that no foreign key reaches: the delete leaves them behind."""
+    return pd.DataFrame([{"table": f"{r.column.schema}.{r.column.table}", "column": r.column.column,
+                          "rows": r.rows, "note": r.note} for r in found],
+                        columns=["table", "column", "rows", "note"])
+
+
+def collateral_rows_frame(found: list[Collateral]) -> pd.DataFrame:
+    """Other users' rows one user's delete removes or detaches, per table and path."""
+    return pd.DataFrame([{"table": qualname(c.table), "rows": c.rows, "effect": c.effect, "owner edge": c.owner_edge,
+                          "via": c.via} for c in found], columns=["table", "rows", "effect", "owner edge", "via"])

@@ -431,7 +431,7 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         run = deletion.run_test_user_retrying(
             conn, snap, attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff,
             values=settings.get("values") or {}, commit=bool(settings["commit"]) and not ctx.params.dry_run,
-            setup=setup, timeouts=timeouts, collateral=True)
+            setup=setup, timeouts=timeouts, second_user=True)
         key_columns = deletion.parent_key_columns(conn, snap.parent)
         statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None
@@ -453,9 +453,9 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         "orphans": [{"table": qualname(o.table), "columns": list(o.columns), "count": o.count, "keys": o.keys,
                      "referenced_by": o.referenced_by} for o in run.orphans],
         "script_proof": script_proof.to_dict() if script_proof else None, "notes": run.notes,
-        "collateral": [{"table": qualname(r.row.table), "key": r.row.key, "owner": r.owner_fk,
+        "second_user": [{"table": qualname(r.row.table), "key": r.row.key, "owner": r.owner_fk,
                         "via": list(r.hangs_off), "planned": r.planned, "found": r.found}
-                       for r in (run.collateral.rows if run.collateral else [])]})
+                       for r in (run.second_user.rows if run.second_user else [])]})
     return outcome
 
 
@@ -474,3 +474,10 @@ def preview_user(ctx: RunContext, user_id: Any) -> deletion.Preview:
     if not found.found:
         raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
     return found
+
+
+def preview_unprotected(ctx: RunContext, user_id: Any) -> list[references_mod.UserReference]:
+    """Read-only: the user's rows in reference columns no FK protects, which no cascade will reach."""
+    parent = (ctx.params.parent_schema, ctx.params.parent_table)
+    with ctx.connect() as conn:
+        return references_mod.user_rows(conn, parent, catalog.parent_key(conn, parent), user_id, ctx.params)

@@ -23,7 +23,7 @@ PARAMETERS = paramdocs.parameters_cell()
 SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
 
-from runbook_lib import deletion, graph, report, steps
+from runbook_lib import collateral, deletion, graph, report, steps
 from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
@@ -127,7 +127,7 @@ NOTEBOOKS = {
                    "and asks: each open decision, the rules that close it and what each would do, and the facts "
                    "that inform it. Apply refuses to run while any is open."),
             ("code", "for line in plan.decision_lines():\n    print(line)\nreport.decisions_frame(plan)"),
-            ("md", "## Collateral: other owners' rows\nEvery edge the policy does not count as the user's "
+            ("md", "## SecondUser: other owners' rows\nEvery edge the policy does not count as the user's "
                    "ownership, the path a user's delete takes to it, and what happens there to rows that may "
                    "belong to someone else."),
             ("code", "report.collateral_frame(plan)"),
@@ -199,7 +199,8 @@ NOTEBOOKS = {
         "user remains, and, from the transaction's own row counters, that every table lost and updated "
         "exactly the rows the preview said, whatever other sessions write meanwhile. A second test user's rows "
         "hang off the test user's (a comment on its post): what the delete does to them is shown and proven. "
-        "Every statement runs under `statement_timeout` and `lock_timeout`. All of it runs in one transaction that is rolled back unless `test_user.commit` is set. "
+        "Every statement runs under `statement_timeout` and `lock_timeout`. All of it runs in one transaction "
+        "that is rolled back unless `test_user.commit` is set. "
         "In a dry run the step is skipped unless `test_user.rehearse` is set: then the plan's DDL runs first "
         "inside the same rolled-back transaction, which holds the apply's locks for as long as it lasts.",
         [
@@ -217,7 +218,7 @@ NOTEBOOKS = {
             ("md", "## Another user's rows on the test user's\nWhat the delete does to them (planned by the "
                    "preview, found by key afterwards)."),
             ("code", "if outcome.run:\n"
-                     "    display(deletion.collateral_frame(outcome.run.collateral))\n"
+                     "    display(deletion.second_user_frame(outcome.run.second_user))\n"
                      "    for note in outcome.run.notes:\n"
                      "        print(note)"),
             ("md", "## Orphans\nRows outside the deletion set that only the deleted rows referenced (stored media, "
@@ -234,6 +235,10 @@ NOTEBOOKS = {
             ("code", "if preview_user_id is not None:\n"
                      "    real = steps.preview_user(ctx, preview_user_id)\n"
                      "    display(deletion.preview_frame(real), deletion.blockers_frame(real))\n"
+                     "    display(Markdown('Other users\\' rows this delete removes or detaches:'))\n"
+                     "    display(report.collateral_rows_frame(collateral.of_preview(real, ctx.params)))\n"
+                     "    display(Markdown('Rows of this user that no foreign key reaches (left behind by the delete):'))\n"
+                     "    display(report.unprotected_frame(steps.preview_unprotected(ctx, preview_user_id)))\n"
                      "else:\n"
                      "    print('preview_user_id is not set')"),
             ("md", "## Verdict"),

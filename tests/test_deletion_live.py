@@ -307,9 +307,9 @@ def test_the_image_board_demo_rehearsed_with_its_decisions_passes(make_db: Any) 
 def test_a_second_user_s_rows_on_the_test_user_s_rows_are_shown_and_proven(board: Any) -> None:
     _dsn, conn = board
     snap = catalog.inspect(conn, "public", "users")
-    run = tu.run_test_user(conn, snap, collateral=True)
+    run = tu.run_test_user(conn, snap, second_user=True)
     assert run.ok, run.message
-    other = run.collateral
+    other = run.second_user
     assert other is not None and other.user is not None and other.user_found == "there"
     fate = {r.row.table[1]: r.planned for r in other.rows}
     # a comment, a vote and a flag by someone else on the test user's post go with the post; the other
@@ -321,7 +321,7 @@ def test_a_second_user_s_rows_on_the_test_user_s_rows_are_shown_and_proven(board
     assert count(conn, "SELECT count(*) FROM users") == 300  # both rolled back
 
 
-def test_collateral_the_preview_did_not_plan_fails_and_names_the_row(board: Any) -> None:
+def test_a_second_users_row_treated_otherwise_than_planned_fails_and_is_named(board: Any) -> None:
     """A trigger removes the other user's detached post: the counters and the key lookup both see it."""
     _dsn, conn = board
     conn.execute("""
@@ -331,7 +331,7 @@ def test_collateral_the_preview_did_not_plan_fails_and_names_the_row(board: Any)
         CREATE TRIGGER drop_unapproved AFTER UPDATE OF approver_id ON posts
             FOR EACH ROW EXECUTE FUNCTION drop_unapproved();
     """)
-    run = tu.run_test_user(conn, catalog.inspect(conn, "public", "users"), collateral=True)
+    run = tu.run_test_user(conn, catalog.inspect(conn, "public", "users"), second_user=True)
     assert not run.ok
     assert "public.posts" in run.message and "the preview said detached, the database shows it gone" in run.message
 

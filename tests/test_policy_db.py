@@ -17,6 +17,7 @@ from runbook_lib import params as params_mod
 from runbook_lib import evidence, steps
 from runbook_lib.demo import ROOT
 from runbook_lib.errors import ApplyError
+from tests.test_cli import runbook
 from tests.test_db_apply import fk_state, full_run, new_ctx, rolled_back, scalar
 
 BOARD = (ROOT / "demo" / "image_board.sql").read_text(encoding="utf-8")
@@ -184,3 +185,52 @@ def test_big_tables_are_sampled_not_read_whole(make_db: Any, tmp_path: Path, mon
     assert "public.dmails" in fact
     seen = int(fact.split("sample of ")[1].split(" ")[0].replace(",", "")) if "sample of" in fact else 0
     assert seen <= 200
+
+
+def test_a_real_users_preview_lists_rows_no_fk_reaches(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(BOARD)
+    with psycopg.connect(dsn) as conn:
+        expected = {f"public.{t}.{c}": int(scalar(conn, f"SELECT count(*) FROM {t} WHERE {c} = 7"))
+                    for t, c in (("api_keys", "user_id"), ("user_events", "user_id"), ("ip_bans", "creator_id"),
+                                 ("audit_log_2023", "user_id"), ("audit_log_2024", "user_id"))}
+    found = steps.preview_unprotected(new_ctx(dsn, tmp_path), 7)
+    counted = {f"{r.column.key}": r.rows for r in found}
+    assert counted == {k: v for k, v in expected.items() if v}
+    assert all(r.note == "not reached by any foreign key" for r in found)
+    # A big unindexed table is not read whole: it is named with the index that makes the lookup cheap.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE user_events")
+    capped = steps.preview_unprotected(new_ctx(dsn, tmp_path / "capped", exact_count_rows=100), 7)
+    events = next(r for r in capped if r.column.key == "public.user_events.user_id")
+    assert events.rows is None and "CREATE INDEX CONCURRENTLY" in events.note
+    api = next(r for r in capped if r.column.key == "public.api_keys.user_id")
+    assert api.rows == expected["public.api_keys.user_id"]  # indexed: looked up whatever the size
+    params = tmp_path / "params.json"
+    params.write_text('{"parent_table": "users"}')
+    shown = runbook("preview", "--params", str(params), "--user-id", "7", dsn=dsn, cwd=tmp_path)
+    tail = shown.stdout.split("not reached by any foreign key", 1)[1]
+    line = next(ln for ln in tail.splitlines() if "public.user_events" in ln)
+    assert line.split()[2] == str(expected["public.user_events.user_id"]), shown.stdout
+
+
+def test_a_real_users_preview_shows_other_users_rows_it_would_remove(make_db: Any, tmp_path: Path) -> None:
+    from runbook_lib import collateral, deletion
+
+    dsn = make_db(BOARD)
+    params = new_ctx(dsn, tmp_path / "params").params
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        others_comments = scalar(conn, "SELECT count(*) FROM comments c JOIN posts p ON p.id = c.post_id "
+                                       "WHERE p.uploader_id = 1 AND c.creator_id <> 1")
+        everything = {fk.key: "CASCADE" for fk in deletion.preview(conn, ("public", "users"), 1).foreign_keys}
+        # The old default, every edge CASCADE: others' comments on user 1's posts go with the posts.
+        old_preview = deletion.preview(conn, ("public", "users"), 1, rules=everything)
+        old = collateral.of_preview(old_preview, params)
+        ids = [int(key[0]) for key in old_preview.deleted[("public", "comments")]]
+        others_deleted = scalar(conn, "SELECT count(*) FROM comments WHERE id = ANY(%s) AND creator_id <> 1", ids)
+        # Under the closed decisions of the demo parameters: nothing of anyone else's is deleted.
+        full_run(dsn, tmp_path / "run", **board_values())
+        new = collateral.of_preview(deletion.preview(conn, ("public", "users"), 1), params)
+    comments = [c for c in old if c.table == ("public", "comments") and c.effect == "deleted"]
+    assert sum(c.rows for c in comments) == others_deleted >= others_comments > 0
+    assert not [c for c in new if c.effect == "deleted"], [c.text for c in new]
+    assert any(c.effect.startswith("detached") for c in new)

@@ -1,6 +1,6 @@
 """Proof of deletion: a synthetic test user, a deletion preview for any user, the proof, orphans and
 an ordered delete script. Modules: columns (column-level catalog), values (candidate values),
-synthesize (the test user's rows), collateral (a second user's rows on the test user's), preview (the
+synthesize (the test user's rows), second_user (another user's rows on the test user's), preview (the
 walk along the FKs), proof (counters and key lookups), orphans, script (ordered delete), run (the
 step's cycle), frames (DataFrames), common (SQL helpers, timeouts).
 
@@ -39,14 +39,14 @@ API (what notebooks, ``runbook preview`` and steps.py call)::
     script_params(user_key_columns, user_key) -> dict[str, Any]
     prove_ordered_delete(conn, snapshot, synthesis, *, params=None) -> Proof
     run_test_user(conn, snapshot, *, marker=None, values={}, commit=False, setup=(),
-                  strict_other_tables=False, timeouts=None, collateral=False) -> UserDeletionRun
+                  strict_other_tables=False, timeouts=None, second_user=False) -> UserDeletionRun
         All of the above for the test user in one transaction, rolled back unless ``commit``;
         ``setup`` statements (a rehearsal's DDL: ``rehearsal_setup(plan)``) run first inside the same
         transaction; every statement under ``timeouts`` (statement_timeout, lock_timeout); with
-        ``collateral`` a second user's rows hang off the test user's and their fate is proven too.
+        ``second_user`` a second user's rows hang off the test user's and their fate is proven too.
     run_test_user_retrying(conn, snapshot, *, attempts, backoff, **kwargs) -> UserDeletionRun
         The same, again after a pause when a lock was not granted within lock_timeout.
-    DataFrames: synthesis_frame, preview_frame, blockers_frame, proof_frame, collateral_frame,
+    DataFrames: synthesis_frame, preview_frame, blockers_frame, proof_frame, second_user_frame,
     orphans_frame.
 
 Blockers: a RESTRICT / NO ACTION edge with referencing rows that the cascade does not delete blocks
@@ -57,10 +57,11 @@ the query that deleted the referenced row, not of the whole statement): such row
 """
 from __future__ import annotations
 
-from .collateral import Collateral, CollateralRow, synthesize_collateral
+from .second_user import SecondUser, SecondUserRow, synthesize_second_user
 from .columns import ColumnCatalog, TableMeta, parent_key_columns, read_column_catalog
 from .common import Timeouts, set_timeouts
-from .frames import blockers_frame, collateral_frame, orphans_frame, preview_frame, proof_frame, synthesis_frame
+from .frames import (blockers_frame, orphans_frame, preview_frame, proof_frame, second_user_frame,
+                     synthesis_frame)
 from .orphans import Orphans, orphans
 from .preview import Blocker, Detached, Preview, PreviewRow, preview
 from .proof import DeleteFailure, Proof, delete_and_prove
@@ -69,11 +70,11 @@ from .script import ordered_delete_script, prove_ordered_delete, script_params, 
 from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, new_marker, synthesize
 
 __all__ = [
-    "Blocker", "Collateral", "CollateralRow", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans",
-    "Preview", "PreviewRow", "Proof", "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta",
-    "Timeouts", "UserDeletionRun", "blockers_frame", "collateral_frame", "delete_and_prove", "new_marker",
-    "ordered_delete_script", "orphans", "orphans_frame", "parent_key_columns", "preview", "preview_frame",
-    "proof_frame", "prove_ordered_delete", "read_column_catalog", "rehearsal_setup", "run_test_user",
-    "run_test_user_retrying", "script_params", "script_rules", "set_timeouts", "synthesis_frame", "synthesize",
-    "synthesize_collateral",
+    "Blocker", "ColumnCatalog", "DeleteFailure", "Detached", "Orphans", "Preview", "PreviewRow", "Proof",
+    "SecondUser", "SecondUserRow", "Synthesis", "SynthesisFailure", "SynthesizedRow", "TableMeta", "Timeouts",
+    "UserDeletionRun", "blockers_frame", "delete_and_prove", "new_marker", "ordered_delete_script", "orphans",
+    "orphans_frame", "parent_key_columns", "preview", "preview_frame", "proof_frame", "prove_ordered_delete",
+    "read_column_catalog", "rehearsal_setup", "run_test_user", "run_test_user_retrying", "script_params",
+    "script_rules", "second_user_frame", "set_timeouts", "synthesis_frame", "synthesize",
+    "synthesize_second_user",
 ]

@@ -8,7 +8,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..catalog import TableKey, qualname
-from .collateral import Collateral
+from .second_user import SecondUser
 from .common import _key_text
 from .orphans import Orphans
 from .preview import Preview
@@ -57,10 +57,10 @@ def proof_frame(proof: Proof) -> pd.DataFrame:
                                                "expected updated", "inserted", "status"])
 
 
-def collateral_frame(collateral: Collateral | None) -> pd.DataFrame:
+def second_user_frame(second: SecondUser | None) -> pd.DataFrame:
     rows = [{"table": qualname(r.row.table), "key": _key_text(r.row.key), "owner": r.owner_fk,
              "on the test user's rows via": ", ".join(r.hangs_off), "planned": r.planned, "found": r.found}
-            for r in (collateral.rows if collateral else [])]
+            for r in (second.rows if second else [])]
     return pd.DataFrame(rows, columns=["table", "key", "owner", "on the test user's rows via", "planned", "found"])
 
 

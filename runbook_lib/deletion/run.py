@@ -12,7 +12,7 @@ from psycopg import sql
 from .. import logger
 from ..catalog import Snapshot, qualname
 from ..plan import Plan
-from .collateral import Collateral, check_collateral, plan_collateral, synthesize_collateral
+from .second_user import SecondUser, check_second_user, plan_second_user, synthesize_second_user
 from .common import Timeouts, set_timeouts
 from .orphans import Orphans, orphans
 from .preview import Preview, preview
@@ -27,7 +27,7 @@ class UserDeletionRun:
     proof: Proof | None
     orphans: list[Orphans]
     committed: bool
-    collateral: Collateral | None = None
+    second_user: SecondUser | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -39,34 +39,34 @@ class UserDeletionRun:
         if self.proof is None:
             return f"FAIL: {self.synthesis.message}"
         text = self.proof.message
-        if self.collateral is not None and self.collateral.rows:
-            text += f"; another user's rows on the test user's: {self.collateral.summary}"
+        if self.second_user is not None and self.second_user.rows:
+            text += f"; another user's rows on the test user's: {self.second_user.summary}"
         if self.synthesis.failures:
             text += f" (tables without a test row: {', '.join(qualname(f.table) for f in self.synthesis.failures)})"
         return text
 
 
-def _prove_with_collateral(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis,
+def _prove_with_second_user(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis,
                            values: Mapping[str, Mapping[str, Any]] | None, strict: bool,
                            notes: list[str]) -> UserDeletionRun | None:
     """The proof with a second user's rows hanging off the test user's; None (and the second user
     rolled back) when there are none, or when they block the delete as the plan says they should."""
     with conn.transaction() as savepoint:
-        other = synthesize_collateral(conn, snapshot, synthesis, marker=new_marker(), values=values)
+        other = synthesize_second_user(conn, snapshot, synthesis, marker=new_marker(), values=values)
         if not other.rows:
-            notes.append("collateral: no other user's row could hang off the test user's rows"
+            notes.append("second user: no row of another user could hang off the test user's rows"
                          + "".join(f"; {f}" for f in other.failures))
             raise psycopg.Rollback(savepoint)
         the_preview = preview(conn, snapshot.parent, synthesis.user_key)
         blocked = sorted({qualname(b.table) for b in the_preview.certain_blockers if b.table in other.tables})
         if blocked:
-            notes.append(f"collateral: another user's rows in {', '.join(blocked)} keep the test user from being "
+            notes.append(f"second user: another user's rows in {', '.join(blocked)} keep the test user from being "
                          "deleted, as the rules say; proven without them")
             raise psycopg.Rollback(savepoint)
-        plan_collateral(other, the_preview)
+        plan_second_user(other, the_preview)
         proof = delete_and_prove(conn, snapshot, synthesis, the_preview, strict_other_tables=strict)
         found = orphans(conn, the_preview) if proof.failure is None else []
-        problems = check_collateral(conn, other, the_preview) if proof.failure is None else []
+        problems = check_second_user(conn, other, the_preview) if proof.failure is None else []
         if problems:
             proof.ok = False
             proof.mismatches.extend(problems)
@@ -79,12 +79,12 @@ def _prove_with_collateral(conn: psycopg.Connection[Any], snapshot: Snapshot, sy
 def run_test_user(conn: psycopg.Connection[Any], snapshot: Snapshot, *, marker: str | None = None,
                   values: Mapping[str, Mapping[str, Any]] | None = None, commit: bool = False,
                   setup: Sequence[sql.Composed | sql.SQL] = (), strict_other_tables: bool = False,
-                  timeouts: Timeouts | None = None, collateral: bool = False) -> UserDeletionRun:
+                  timeouts: Timeouts | None = None, second_user: bool = False) -> UserDeletionRun:
     """Synthesize, preview, delete, prove and list orphans in one transaction, rolled back unless
     ``commit``. ``setup`` runs first in the same transaction (e.g. a rehearsal's DDL: it takes the
     apply's locks until the transaction ends). ``timeouts`` bound every statement, the setup's lock
     waits included: the transaction lasts as long as the work on the test user's rows, no longer.
-    ``collateral``: a second user's rows hang off the test user's, and their fate is proven too."""
+    ``second_user``: a second user's rows hang off the test user's, and their fate is proven too."""
     with conn.transaction(force_rollback=not commit):
         set_timeouts(conn, timeouts)
         for statement in setup:
@@ -93,8 +93,8 @@ def run_test_user(conn: psycopg.Connection[Any], snapshot: Snapshot, *, marker: 
         if snapshot.parent not in synthesis.rows:
             return UserDeletionRun(synthesis, None, None, [], False)
         notes: list[str] = []
-        if collateral:
-            done = _prove_with_collateral(conn, snapshot, synthesis, values, strict_other_tables, notes)
+        if second_user:
+            done = _prove_with_second_user(conn, snapshot, synthesis, values, strict_other_tables, notes)
             if done is not None:
                 done.committed = commit
                 return done

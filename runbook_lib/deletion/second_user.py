@@ -1,4 +1,4 @@
-"""Collateral: a second synthetic user whose rows hang off the test user's rows (a comment by someone
+"""A second synthetic user whose rows hang off the test user's rows (a comment by someone
 else on the test user's post, a post uploaded by someone else that the test user approved), so that
 the test-user step shows and proves what the test user's deletion does to another user's rows."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .synthesize import Synthesis, SynthesisFailure, SynthesizedRow, _Synthesize
 
 
 @dataclass
-class CollateralRow:
+class SecondUserRow:
     row: SynthesizedRow
     owner_fk: str        # the FK that makes the row the other user's
     hangs_off: tuple[str, ...]  # the FKs that tie it to the test user's rows
@@ -30,10 +30,10 @@ class CollateralRow:
 
 
 @dataclass
-class Collateral:
+class SecondUser:
     marker: str
     user: SynthesizedRow | None
-    rows: list[CollateralRow] = field(default_factory=list)
+    rows: list[SecondUserRow] = field(default_factory=list)
     failures: list[SynthesisFailure] = field(default_factory=list)
     user_found: str = ""
 
@@ -74,8 +74,8 @@ def _owner_and_links(fks: list[ForeignKey], table: TableKey, parent: TableKey,
     return (owner, links) if links else None
 
 
-def synthesize_collateral(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis, *,
-                          marker: str, values: Mapping[str, Mapping[str, Any]] | None = None) -> Collateral:
+def synthesize_second_user(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis, *,
+                          marker: str, values: Mapping[str, Mapping[str, Any]] | None = None) -> SecondUser:
     """A second user, and one row of theirs in each table of the deletion set that has an FK to the
     parent (the owner) and another FK to a table where the test user has a row, pointing there."""
     synth = _Synthesizer(conn, snapshot, marker, values or {})
@@ -84,8 +84,8 @@ def synthesize_collateral(conn: psycopg.Connection[Any], snapshot: Snapshot, syn
     fixed, _later, problem = synth.links(parent, set())
     outcome = synth.insert(synth.cat.meta(parent), fixed) if problem is None else SynthesisFailure(parent, problem)
     if isinstance(outcome, SynthesisFailure):
-        return Collateral(marker, None, failures=[outcome])
-    found = Collateral(marker, outcome)
+        return SecondUser(marker, None, failures=[outcome])
+    found = SecondUser(marker, outcome)
     for table in sorted(synth.dset, key=lambda t: (synth.dset[t], t)):
         pair = _owner_and_links(synth.fks, table, parent, synthesis.rows) if table != parent else None
         if pair is None or table not in synth.cat.tables:
@@ -101,15 +101,15 @@ def synthesize_collateral(conn: psycopg.Connection[Any], snapshot: Snapshot, syn
         if isinstance(row, SynthesisFailure):
             found.failures.append(row)
             continue
-        found.rows.append(CollateralRow(row, owner.key, tuple(fk.key for fk in links)))
-    logger.info("collateral user %s: %d row(s) on the test user's rows%s", marker, len(found.rows),
+        found.rows.append(SecondUserRow(row, owner.key, tuple(fk.key for fk in links)))
+    logger.info("second user %s: %d row(s) on the test user's rows%s", marker, len(found.rows),
                 "; could not fill " + "; ".join(str(f) for f in found.failures) if found.failures else "")
     return found
 
 
-def plan_collateral(collateral: Collateral, preview_: Preview) -> None:
+def plan_second_user(second: SecondUser, preview_: Preview) -> None:
     """What the preview says the test user's deletion does to each of the other user's rows."""
-    for r in collateral.rows:
+    for r in second.rows:
         if r.row.identity in preview_.deleted.get(r.row.table, {}):
             r.planned = "deleted"
         elif any(d.table == r.row.table and r.row.identity in d.rows for d in preview_.detached.values()):
@@ -126,15 +126,15 @@ def _exists(conn: psycopg.Connection[Any], preview_: Preview, row: SynthesizedRo
     return bool(found and found[0])
 
 
-def check_collateral(conn: psycopg.Connection[Any], collateral: Collateral, preview_: Preview) -> list[str]:
+def check_second_user(conn: psycopg.Connection[Any], second: SecondUser, preview_: Preview) -> list[str]:
     """After the delete: key lookups of the other user's rows against the preview's plan for them."""
-    for r in collateral.rows:
+    for r in second.rows:
         if not r.row.identity_columns and r.planned != "deleted":
             r.found = "there"  # keyless and updated: its place moved; the counters prove it
             continue
         r.found = "there" if _exists(conn, preview_, r.row) else "gone"
-    if collateral.user is not None:
-        collateral.user_found = "there" if _exists(conn, preview_, collateral.user) else "gone"
-    return collateral.problems
+    if second.user is not None:
+        second.user_found = "there" if _exists(conn, preview_, second.user) else "gone"
+    return second.problems
 
 

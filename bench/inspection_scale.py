@@ -20,7 +20,7 @@ from psycopg import sql
 
 from bench import common
 
-# The verification query of the migration guide (/work/shared/seeds/000_*.txt), with the table a parameter.
+# The verification query a migration guide for this change gives, with the table a parameter.
 INFORMATION_SCHEMA_QUERY = """
 SELECT
     tc.table_name,

@@ -1,10 +1,11 @@
-"""The ``runbook`` command: a thin shell over the runner (see DESIGN.md for the contract)."""
+"""The ``runbook`` command: a thin shell over the runner (the contract is in README.md, "Running it")."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -45,10 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--params", required=True)
     pv.add_argument("--user-id", required=True)
 
-    lab = sub.add_parser("lab", help="JupyterLab on notebooks/, connected like run")
+    lab = sub.add_parser("lab", help="JupyterLab on fresh copies of notebooks/, connected like run")
+    lab.add_argument("--evidence-dir", default=None, help="where the lab folder is made (default: evidence)")
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
     lab.add_argument("--port", type=int, default=None)
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser (headless)")
+
+    al = sub.add_parser("alembic", help="write the plan as an Alembic revision file")
+    al.add_argument("--params", required=True)
+    al.add_argument("--versions-dir", required=True, help="the Alembic versions folder to write into")
+    al.add_argument("--message", default=None, help="the revision's message (and file name)")
+    al.add_argument("--down-revision", default=None, help="revision to follow (default: the current head)")
+
+    orm = sub.add_parser("orm-check", help="SQLAlchemy models against the planned rules (exit 1 on findings)")
+    orm.add_argument("--params", required=True)
+    orm.add_argument("--models", required=True, metavar="MODULE[:ATTR]",
+                     help="the declarative base or MetaData, e.g. app.models:Base (imported from the current folder)")
+
+    ck = sub.add_parser("check", help="read-only CI guard: exit 1 when any FK differs from the policy")
+    ck.add_argument("--params", required=True)
     return parser
 
 
@@ -69,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from . import runner
 
+    if args.command in ("run", "rollback"):
+        from . import progress
+
+        progress.enable(sys.stderr)
     if args.command == "run":
         result = runner.run(args.params, evidence_dir=args.evidence_dir, steps=args.steps, overrides=args.param)
         return _report(result)
@@ -89,11 +109,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(args.schema, Path(args.evidence_dir))
     if args.command == "lab":
-        from .demo import run_lab
+        from .lab import run_lab
 
-        return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
+        return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser,
+                       evidence_dir=Path(args.evidence_dir) if args.evidence_dir else None,
+                       announce=lambda line: print(line, file=sys.stderr))
     if args.command == "preview":
         return _preview(args.params, args.user_id)
+    if args.command == "alembic":
+        from . import toolchain_cli
+
+        return toolchain_cli.alembic(args.params, args.versions_dir, args.message, args.down_revision)
+    if args.command == "orm-check":
+        from . import toolchain_cli
+
+        return toolchain_cli.orm_check(args.params, args.models)
+    if args.command == "check":
+        from . import toolchain_cli
+
+        return toolchain_cli.check(args.params)
     raise AssertionError(args.command)
 
 
@@ -109,22 +143,23 @@ def _preview(params_file: str, user_id: str) -> int:
     params = params_mod.load(params_file)
     ctx = RunContext(params=params, run_dir=Path.cwd(), dsn=dsn_from_env())
     found = steps.preview_user(ctx, user_id)
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.max_colwidth", 80):
-        print(deletion.preview_frame(found).to_string(index=False))
+    # A terminal of 100 columns: long values are cut, wide frames wrap; the evidence keeps the detail.
+    narrow = {"index": False, "line_width": 100, "max_colwidth": 40}
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.max_colwidth", 40):
+        print(deletion.preview_frame(found).to_string(**narrow))
         blockers = deletion.blockers_frame(found)
         if len(blockers):
             print("\nblockers:")
-            print(blockers.to_string(index=False))
+            print(blockers.to_string(**narrow))
         others = collateral.of_preview(found, params)
         if others:
             print("\nother users' rows this delete removes or detaches:")
-            print(report.collateral_rows_frame(others).to_string(index=False))
+            print(report.collateral_rows_frame(others).to_string(**narrow))
         unprotected = steps.preview_unprotected(ctx, user_id)
         if unprotected:
             print("\nnot reached by any foreign key (the delete leaves these rows behind):")
-            print(report.unprotected_frame(unprotected).to_string(index=False))
-    print(f"\n{found.message}")
+            print(report.unprotected_frame(unprotected).to_string(**narrow))
+    print("\n" + "\n".join(textwrap.wrap(found.message, 100, subsequent_indent="  ")))
     return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 
 

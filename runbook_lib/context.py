@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,16 @@ from typing import Any
 
 import psycopg
 
+from . import catalog
 from . import connect as connect_mod
+from . import run_folder
 from .catalog import Snapshot
 from .errors import StepFailed
 from .params import Parameters, validate
 
 RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
+_LABEL = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED"}
+_STATUS_WORD = re.compile(r"^(PASS|FAIL|SKIPPED|skipped):\s*")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -29,22 +34,30 @@ class RunContext:
     params: Parameters
     run_dir: Path
     dsn: str
+    by_hand: bool = False  # a notebook opened by hand, in an interactive run folder
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str] | None = None, **values: Any) -> "RunContext":
         """Validate the notebook's parameters and find (or make) the run folder.
 
-        Under ``runbook run`` the folder is given; a notebook opened by hand gets a folder of its own
-        under ``evidence/interactive`` so that every step still leaves its files somewhere.
+        Under ``runbook run`` the folder is given; a notebook opened by hand gets a folder under the
+        evidence folder, named by database, parent table and time (see run_folder). Either way the
+        folder is claimed for this server, database and parent table, and refused for any other.
         """
         params = validate(values)
+        dsn = connect_mod.dsn_from_env()
+        with connect_mod.connect(dsn, autocommit=True) as conn:
+            ident = run_folder.identity_from(catalog.server_identity(conn), params.parent_schema,
+                                             params.parent_table)
         chosen = str(run_dir or os.environ.get(RUN_DIR_ENV, "") or "")
         if chosen:
             path = Path(chosen)
+            path.mkdir(parents=True, exist_ok=True)
+            run_folder.establish(path, ident)
         else:
-            path = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence")) / "interactive"
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(params=params, run_dir=path.resolve(), dsn=connect_mod.dsn_from_env())
+            base = Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence"))
+            path = run_folder.interactive_folder(base, ident)
+        return cls(params=params, run_dir=path.resolve(), dsn=dsn, by_hand=not chosen)
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         return connect_mod.connect(self.dsn, autocommit=autocommit)
@@ -55,29 +68,43 @@ class RunContext:
     def save_json(self, name: str, data: Any) -> Path:
         path = self.path(name)
         write_json(path, data)
+        run_folder.record_write(self.run_dir, name)
         return path
 
     def load_json(self, name: str) -> Any:
         path = self.path(name)
         if not path.exists():
             return None
+        run_folder.check_read(self.run_dir, name)
         return json.loads(path.read_text(encoding="utf-8"))
 
     def save_text(self, name: str, text: str) -> Path:
         path = self.path(name)
         path.write_text(text, encoding="utf-8")
+        run_folder.record_write(self.run_dir, name)
         return path
 
     def load_snapshot(self, name: str) -> Snapshot | None:
         data = self.load_json(name)
-        return Snapshot.from_dict(data) if data is not None else None
+        if data is None:
+            return None
+        snap = Snapshot.from_dict(data)
+        run_folder.check_snapshot(self.run_dir, name, snap.database, snap.parent,
+                                  (self.params.parent_schema, self.params.parent_table))
+        return snap
 
-    def verdict(self, step: str, ok: bool, message: str, **details: Any) -> str:
-        """Record the step's verdict; a failing verdict raises so that papermill stops the run here."""
-        line = f"{'PASS' if ok else 'FAIL'}: {step}: {message}"
+    def verdict(self, step: str, ok: bool, message: str, *, skipped: bool = False, **details: Any) -> str:
+        """Record the step's verdict; a failing verdict raises so that papermill stops the run here.
+
+        A skipped step is recorded as skipped, not as passed: the summary must not count it as proof.
+        """
+        status = "failed" if not ok else "skipped" if skipped else "passed"
+        # Messages that carry their own status word would read "PASS: PASS: ..." otherwise.
+        message = _STATUS_WORD.sub("", message, count=1)
+        line = f"{_LABEL[status]}: {step}: {message}"
         verdicts = self.path("verdicts")
         verdicts.mkdir(exist_ok=True)
-        write_json(verdicts / f"{step}.json", {"step": step, "ok": ok, "message": message,
+        write_json(verdicts / f"{step}.json", {"step": step, "ok": ok, "status": status, "message": message,
                                                 "time": time.time(), **details})
         if not ok:
             raise StepFailed(line)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -73,7 +72,10 @@ def summary(run_dir: Path) -> list[str]:
     lines.append(f"foreign keys changed: {changed}")
     verdict = run_dir / "verdicts" / "test_user.json"
     if verdict.exists():
-        lines.append(f"test-user deletion: {json.loads(verdict.read_text())['message']}")
+        recorded = json.loads(verdict.read_text())
+        status = recorded.get("status") or ("passed" if recorded.get("ok") else "failed")
+        label = {"passed": "PASS", "skipped": "SKIPPED"}.get(status, "FAIL")
+        lines.append(f"test-user deletion: {label}: {recorded['message']}")
     index = run_dir / "index.html"
     lines.append(f"evidence: {index if index.exists() else run_dir / 'manifest.json'}")
     return lines
@@ -101,47 +103,3 @@ def run_demo(schema: str, evidence_dir: Path) -> int:
         print(f"runbook: {runner.main_stream_line(result)}", file=sys.stderr)
         return 1
     return 0
-
-
-def run_lab(*, demo: bool, port: int | None = None, open_browser: bool = True) -> int:
-    """JupyterLab on notebooks/; the kernels inherit the connection (RUNBOOK_DSN or libpq's own)."""
-    notebooks = runner_notebooks()
-    args = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebooks}"]
-    if port is not None:
-        args.append(f"--port={port}")
-    if not open_browser:
-        args.append("--no-browser")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--allow-root")  # containers and CI machines often run as root
-    # Notebooks opened by hand keep their evidence beside the working directory, not in notebooks/.
-    env = dict(os.environ)
-    env.setdefault("RUNBOOK_EVIDENCE_DIR", str(Path("evidence").resolve()))
-    if not demo:
-        return _serve(args, env)
-    with demo_server() as srv:
-        database, schema_file, _ = SCHEMAS["health"]
-        env["RUNBOOK_DSN"] = load_schema(srv.get_uri(), database, schema_file)
-        return _serve(args, env)
-
-
-def _serve(args: list[str], env: dict[str, str]) -> int:
-    """Run JupyterLab until it ends; a SIGTERM to this process ends JupyterLab (and its kernels) too."""
-    lab = subprocess.Popen(args, env=env)
-
-    def stop(signum: int, _frame: object) -> None:
-        lab.terminate()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        return lab.wait()
-    except KeyboardInterrupt:
-        lab.terminate()
-        return lab.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def runner_notebooks() -> Path:
-    from .runner import notebooks_dir
-
-    return notebooks_dir()

@@ -9,10 +9,12 @@ from typing import Any, Iterable, Mapping
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:80rem;color:#222}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
-text-align:left;vertical-align:top}th{background:#f3f3f3}pre{background:#f7f7f7;padding:.75rem;
-overflow-x:auto;font-size:.8rem}.passed,.ok{color:#176f2c;font-weight:600}.failed,.fail{color:#b00020;
-font-weight:600}.verdict{font-size:1.1rem;padding:.5rem 1rem;border:2px solid;display:inline-block}
+table{border-collapse:collapse;font-size:.85rem;display:block;max-width:100%;overflow-x:auto}
+td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f3f3f3}
+pre{background:#f7f7f7;padding:.75rem;overflow-x:auto;font-size:.8rem}
+.passed,.ok{color:#176f2c;font-weight:600}.skipped{color:#8a5a00;font-weight:600}
+.failed,.fail{color:#b00020;font-weight:600}
+.verdict{font-size:1.1rem;padding:.5rem 1rem;border:2px solid;display:inline-block}
 """
 
 
@@ -43,6 +45,17 @@ def _read(run_dir: Path, name: str) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if name.endswith(".json") else path.read_text("utf-8")
 
 
+_LABEL = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED"}
+
+
+def headline(statuses: list[str]) -> str:
+    """The run in one line; a skipped step is never counted as passed."""
+    if any(s not in ("passed", "skipped") for s in statuses):
+        return "RUN FAILED"
+    skipped = statuses.count("skipped")
+    return "ALL STEPS PASSED" if not skipped else f"ALL RUN STEPS PASSED, {skipped} SKIPPED"
+
+
 def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
     ok = bool(fields.get("ok"))
     server = fields.get("server") or {}
@@ -50,7 +63,8 @@ def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>cascade runbook run "
              f"{escape(str(fields.get('run_id')))}</title><style>{_STYLE}</style></head><body>",
              f"<h1>cascade runbook: {escape(str(fields.get('kind', 'run')))} {escape(str(fields.get('run_id')))}</h1>",
-             f"<p class=\"verdict {'ok' if ok else 'fail'}\">{'ALL STEPS PASSED' if ok else 'RUN FAILED'}</p>"]
+             f"<p class=\"verdict {'ok' if ok else 'fail'}\">"
+             f"{headline([str(s.get('status')) for s in steps]) if ok else 'RUN FAILED'}</p>"]
     operator = fields.get("operator") or {}
     parts.append("<h2>Database and operator</h2>" + _table([{
         "database": server.get("database"), "server version": server.get("server_version"),
@@ -68,11 +82,12 @@ def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
     verdicts = sorted((run_dir / "verdicts").glob("*.json")) if (run_dir / "verdicts").exists() else []
     verdict_rows = [json.loads(p.read_text("utf-8")) for p in verdicts]
     parts.append("<h2>Verdicts</h2>" + _table(
-        [{"step": v["step"], "status": "passed" if v["ok"] else "failed", "message": v["message"]}
+        [{"step": v["step"], "status": v.get("status") or ("passed" if v["ok"] else "failed"),
+          "message": v["message"]}
          for v in verdict_rows]))
     test_user = next((v for v in verdict_rows if v["step"] == "test_user"), None)
-    parts.append("<h2>Test-user deletion</h2><p>" + (escape(("PASS: " if test_user["ok"] else "FAIL: ")
-                                                               + test_user["message"]) if test_user
+    parts.append("<h2>Test-user deletion</h2><p>" + (escape(_LABEL.get(str(test_user.get("status")), (
+        "PASS" if test_user["ok"] else "FAIL")) + ": " + test_user["message"]) if test_user
                                                         else "not run in this run") + "</p>")
     backup = fields.get("backup")
     parts.append("<h2>Backup</h2>" + (_table([{k: backup.get(k) for k in (

@@ -76,7 +76,7 @@ def parameters_cell(extra: str = "") -> str:
         doc = (f"{name}.*: see parameters/defaults.yaml" if name in NESTED
                else _first_sentence(next(s.doc for s in SPEC if s.key == name)))
         lines.append(f"{name} = {value!r}  # {doc}")
-    lines.append('run_dir = ""  # the run\'s evidence folder (set by `runbook run`; empty: a session folder of its own)')
+    lines.append('run_dir = ""  # the run\'s evidence folder (set by `runbook run`; empty: one per database and parent table)')
     return "\n".join(lines) + extra
 
 

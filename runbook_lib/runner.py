@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, catalog, index_page, logger
+from . import __version__, catalog, index_page, logger, progress
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -45,7 +45,7 @@ def notebooks_dir() -> Path:
 @dataclass
 class StepStatus:
     step: str
-    status: str  # passed | failed | not run
+    status: str  # passed | skipped | failed | not run
     seconds: float = 0.0
     notebook: str | None = None
     html: str | None = None
@@ -59,7 +59,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "passed" for s in self.steps)
+        return all(s.status in ("passed", "skipped") for s in self.steps)
 
     @property
     def failed(self) -> StepStatus | None:
@@ -108,6 +108,11 @@ _EXTERNAL_TAG = re.compile(
     re.IGNORECASE)
 
 
+# A plan of a wide schema must not push the page sideways: wide tables scroll on their own.
+_WIDE_TABLES = ("<style>.jp-RenderedHTMLCommon table,table.dataframe{display:block;max-width:100%;"
+                "overflow-x:auto}</style>")
+
+
 def render_html(notebook: Path) -> Path:
     """An HTML page of the executed notebook that renders with no network access."""
     import nbformat
@@ -116,8 +121,12 @@ def render_html(notebook: Path) -> Path:
     exporter = HTMLExporter(template_name="lab")
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
-    target.write_text(_EXTERNAL_TAG.sub("", body), encoding="utf-8")
+    body = _EXTERNAL_TAG.sub("", body).replace("</head>", _WIDE_TABLES + "</head>", 1)
+    target.write_text(body, encoding="utf-8")
     return target
+
+
+WORKDIR_ENV = "RUNBOOK_WORKDIR"
 
 
 def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> StepStatus:
@@ -129,11 +138,14 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
     status = StepStatus(step=notebook, status="passed", notebook=target.name)
     started = time.perf_counter()
     os.environ[RUN_DIR_ENV] = str(run_dir)
+    # The kernel runs in notebooks/; the application's models (parameter ``models``) are found from
+    # the folder the run was started in.
+    os.environ.setdefault(WORKDIR_ENV, os.getcwd())
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters={**parameters, "run_dir": str(run_dir)},
-            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-            report_mode=False, log_output=False,
+            kernel_name="python3", progress_bar=sys.stderr.isatty(), cwd=str(notebooks_dir()),
+            report_mode=False, log_output=True,  # each printed line reaches the progress log as it appears
         )
     except PapermillExecutionError as exc:
         status.status = "failed"
@@ -150,6 +162,15 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
         except Exception as exc:  # noqa: BLE001 - a page that cannot render must not hide the verdict
             logger.warning("could not render %s as HTML: %s", target, exc)
     return status
+
+
+def verdict_status(run_dir: Path, step: str) -> str | None:
+    """The status the step's notebook recorded with its verdict (None when it recorded none)."""
+    path = run_dir / "verdicts" / f"{step}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data.get("status") or ("passed" if data.get("ok") else "failed"))
 
 
 def notebook_parameters(params: params_mod.Parameters) -> dict[str, Any]:
@@ -174,11 +195,14 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
     started = time.time()
     result = RunResult(run_dir=run_dir)
     for step in chosen:
-        logger.info("step %s: running %s", step, STEPS[step])
+        progress.step_started(step, STEPS[step])
         status = execute_step(STEPS[step], run_dir, injected)
         status.step = step
+        if status.status == "passed" and verdict_status(run_dir, step) == "skipped":
+            status.status = "skipped"
+        progress.step_finished(step, status.status, status.seconds)
         result.steps.append(status)
-        if status.status != "passed":
+        if status.status not in ("passed", "skipped"):
             break
     for step in chosen[len(result.steps):]:
         result.steps.append(StepStatus(step=step, status="not run"))
@@ -227,8 +251,10 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
     write_json(run_dir / "parameters.json", injected)
     started = time.time()
     result = RunResult(run_dir=run_dir)
+    progress.step_started("rollback", ROLLBACK_NOTEBOOK)
     status = execute_step(ROLLBACK_NOTEBOOK, run_dir, {**injected, "source_run": str(source)})
     status.step = "rollback"
+    progress.step_finished("rollback", status.status, status.seconds)
     result.steps.append(status)
     finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started, kind="rollback",
            extra={"source_run": str(source)})
@@ -238,7 +264,7 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
 def main_stream_line(result: RunResult) -> str:
     failed = result.failed
     if failed is None:
-        return f"all steps passed; evidence in {result.run_dir}"
+        return f"{index_page.headline([s.status for s in result.steps]).lower()}; evidence in {result.run_dir}"
     notebook = result.run_dir / (failed.notebook or "")
     return f"step {failed.step} failed: {failed.error}; executed notebook: {notebook}"
 

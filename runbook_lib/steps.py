@@ -481,3 +481,18 @@ def preview_unprotected(ctx: RunContext, user_id: Any) -> list[references_mod.Us
     parent = (ctx.params.parent_schema, ctx.params.parent_table)
     with ctx.connect() as conn:
         return references_mod.user_rows(conn, parent, catalog.parent_key(conn, parent), user_id, ctx.params)
+
+
+def models_frame(ctx: RunContext, the_plan: Plan) -> pd.DataFrame:
+    """The application's SQLAlchemy models (parameter ``models``) against the planned rules, as
+    ``runbook orm-check`` reports them: each disagreement with its file, line and fix."""
+    import os
+
+    from . import orm_check
+
+    models = orm_check.load(ctx.params.models, search=[os.environ.get("RUNBOOK_WORKDIR", os.getcwd())])
+    with ctx.connect() as conn:
+        row = conn.execute("SELECT current_schema()").fetchone()
+    models = replace(models, default_schema=str(row[0]) if row and row[0] else "public")
+    findings = orm_check.check(models, the_plan)
+    return pd.DataFrame([f.to_dict() for f in findings], columns=["where", "model", "constraint", "problem", "fix"])

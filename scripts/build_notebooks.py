@@ -31,7 +31,8 @@ pd.set_option("display.max_rows", None)
 pd.set_option("display.max_columns", None)
 pd.set_option("display.expand_frame_repr", False)
 ''' + paramdocs.context_call() + '''
-display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))'''
+display(Markdown(f"Parent table **{parent_schema}.{parent_table}**, dry run: **{ctx.params.dry_run}**"))
+print(f"run folder: {ctx.run_dir.name}")'''
 
 
 def notebook(title: str, intro: str, cells: list[tuple[str, str]], extra_parameters: str = "") -> nbformat.NotebookNode:
@@ -138,6 +139,10 @@ NOTEBOOKS = {
             ("md", "## The cascade tree as planned"),
             ("code", "planned = {i.fk.key: i.planned for i in plan.items}\n"
                      "print('\\n'.join(graph.cascade_tree_lines(steps.snapshot_before(ctx).foreign_keys, plan.parent, planned)))"),
+            ("md", "## The application's models\nWith `models` set (e.g. `app.models:Base`): every `ondelete` the "
+                   "next Alembic autogenerate would revert and every `relationship()` that fights the planned rules, "
+                   "with the model's file, line and the fix (`runbook orm-check` prints the same)."),
+            ("code", "steps.models_frame(ctx, plan) if ctx.params.models else print('models is not set')"),
             ("md", "## The DDL (`plan.sql`)"),
             ("code", "print(plan.forward_script())"),
             ("md", "## The rollback (`rollback.sql`)"),
@@ -242,7 +247,10 @@ NOTEBOOKS = {
                      "else:\n"
                      "    print('preview_user_id is not set')"),
             ("md", "## Verdict"),
-            ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message))'),
+            ("code", 'print(ctx.verdict("test_user", outcome.ok, outcome.message, skipped=outcome.skipped is not None))'),
+            ("md", "## Evidence\nRun by hand, the run folder gets the manifest and index page that `runbook run` "
+                   "writes, and `runbook verify-evidence` checks it; under `runbook run` the runner writes them."),
+            ("code", "if ctx.by_hand:\n    from runbook_lib import by_hand\n    print(by_hand.seal(ctx))"),
         ]),
     "07_rollback": notebook(
         "Rollback",
@@ -254,7 +262,8 @@ NOTEBOOKS = {
         [
             ("code", "outcome = steps.rollback(ctx, source_run, progress=print)\n"
                      "display(Markdown(f'Rolling back the run in `{outcome.source.name}`'))\n"
-                     "pd.DataFrame([r.to_dict() for r in outcome.results])"),
+                     "# Timings vary from run to run: they are in rollback_result.json.\n"
+                     "pd.DataFrame([r.to_dict() for r in outcome.results]).drop(columns=['swap_ms', 'validate_ms'])"),
             ("md", "## Each restored foreign key against its original definition"),
             ("code", "pd.DataFrame(outcome.comparison.rows)"),
             ("md", "## Verdict"),

@@ -3,8 +3,10 @@
     .venv/bin/python scripts/regenerate_outputs.py
 
 Run it after an intended change to what a notebook shows, review the diff, commit. The canonical
-server is the embedded PostgreSQL 18; the run is the default dry run (nothing is applied). Stored
-outputs are sanitized with notebooks/nbval_sanitize.cfg, so they hold no paths and no secrets.
+server is the embedded PostgreSQL 18; the run is the one in scripts/canonical_run.py: 00 to 05 as a
+dry run, then a real apply, 06 deleting a test user on the changed database and 07 rolling the apply
+back. Stored outputs are sanitized with notebooks/nbval_sanitize.cfg, so they hold no paths and no
+secrets.
 """
 from __future__ import annotations
 
@@ -23,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from build_notebooks import main as build_sources  # noqa: E402
+from canonical_run import CHECKED, REAL, apply_for_real, injected, with_injection, without_injection  # noqa: E402
 
 from runbook_lib import demo, embedded  # noqa: E402
 
-CHECKED = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify", "06_test_user_deletion"]
 SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 
 
@@ -53,15 +55,21 @@ def main() -> int:
     patterns = get_sanitize_patterns(kept)
     with embedded.server() as srv, tempfile.TemporaryDirectory() as tmp:
         database, schema_file, _ = demo.SCHEMAS["health"]
-        os.environ["RUNBOOK_DSN"] = demo.load_schema(srv.get_uri(), database, schema_file)
+        dsn = demo.load_schema(srv.get_uri(), database, schema_file)
+        os.environ["RUNBOOK_DSN"] = dsn
         os.environ["RUNBOOK_RUN_DIR"] = str(Path(tmp) / "run")
+        evidence = Path(tmp) / "ev"
         for name in CHECKED:
+            if name == REAL[0]:
+                apply_for_real(dsn, evidence)
             path = ROOT / "notebooks" / f"{name}.ipynb"
             nb = nbformat.read(path, as_version=4)
+            if name in REAL:
+                nb = with_injection(nb, injected(name, evidence))
             ExecutePreprocessor(timeout=600, kernel_name="python3", record_timing=False).preprocess(
                 nb, {"metadata": {"path": str(path.parent)}})
             sanitize_outputs(nb, patterns)
-            nbformat.write(nb, path)
+            nbformat.write(without_injection(nb), path)
             print(f"regenerated {path.relative_to(ROOT)}")
     return 0
 

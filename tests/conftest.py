@@ -21,14 +21,25 @@ SQL_DIR = Path(__file__).parent / "sql"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_TESTED: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     given = os.environ.get("RUNBOOK_TEST_DSN")
     if given:
+        _remember_version(given)
         yield given
         return
     with embedded.server() as srv:
+        _remember_version(srv.get_uri())
         yield srv.get_uri()
+
+
+def _remember_version(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+    _TESTED["version"] = str(row[0]) if row else "unknown"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +48,27 @@ def server_version(server_dsn: str) -> int:
         row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
         assert row is not None
         return int(row[0])
+
+
+@pytest.fixture(autouse=True)
+def _server_version_marks(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.server_below(180000)`` / ``server_from(...)``: skipped, and counted as skipped,
+    on the other server versions (never a test that returns early and passes)."""
+    below = request.node.get_closest_marker("server_below")
+    from_ = request.node.get_closest_marker("server_from")
+    if below is None and from_ is None:
+        return
+    version = request.getfixturevalue("server_version")
+    if below is not None and version >= below.args[0]:
+        pytest.skip(f"applies to servers below {below.args[0]}; this one is {version}")
+    if from_ is not None and version < from_.args[0]:
+        pytest.skip(f"applies to servers from {from_.args[0]}; this one is {version}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    where = "RUNBOOK_TEST_DSN" if os.environ.get("RUNBOOK_TEST_DSN") else "embedded"
+    if "version" in _TESTED:
+        terminalreporter.write_line(f"server tested: PostgreSQL {_TESTED['version']} ({where})")
 
 
 def create_database(server_dsn: str, schema_sql: str | None = None) -> str:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runbook_lib import paramdocs
 from runbook_lib.errors import ParameterError
@@ -115,3 +116,23 @@ def test_every_notebook_declares_the_spec_defaults() -> None:
         assert source.startswith(paramdocs.parameters_cell()), book.name
         setup = "".join(cells[cells.index(params[0]) + 1]["source"])
         assert paramdocs.context_call() in setup, book.name
+
+
+def test_every_notebook_parameter_cell_evaluates_to_the_spec_defaults() -> None:
+    """Not only the same text: the values the cell sets are the defaults validate() fills in."""
+    from runbook_lib.params import SPEC, TOP_LEVEL
+
+    root = Path(__file__).resolve().parent.parent
+    expected = validate({"parent_table": "users"}).to_dict()
+    for book in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(book.read_text(encoding="utf-8"))["cells"]
+        [cell] = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        names: dict[str, object] = {}
+        exec("".join(cell["source"]), {}, names)  # noqa: S102 - the repository's own generated cell
+        assert set(names) - {"run_dir", "source_run"} == set(TOP_LEVEL), book.name
+        assert validate({k: names[k] for k in TOP_LEVEL}).to_dict() == expected, book.name
+    shipped = yaml.safe_load((root / "parameters" / "defaults.yaml").read_text(encoding="utf-8"))
+    for spec in SPEC:  # every key documented once, nested ones included (preview_user_id, test_user.values)
+        head, _, sub = spec.key.partition(".")
+        assert (sub in shipped[head]) if sub else (head in shipped), spec.key
+    assert "preview_user_id" in shipped and "values" in shipped["test_user"]

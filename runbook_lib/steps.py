@@ -428,9 +428,10 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         if ctx.params.dry_run and rehearse:
             setup = deletion.rehearsal_setup(make_plan(snap, ctx.params))
         timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
-        run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
-                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
-                                     timeouts=timeouts)
+        run = deletion.run_test_user_retrying(
+            conn, snap, attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff,
+            values=settings.get("values") or {}, commit=bool(settings["commit"]) and not ctx.params.dry_run,
+            setup=setup, timeouts=timeouts, second_user=True)
         key_columns = deletion.parent_key_columns(conn, snap.parent)
         statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None
@@ -451,7 +452,10 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         "synthesis_failures": [str(f) for f in run.synthesis.failures],
         "orphans": [{"table": qualname(o.table), "columns": list(o.columns), "count": o.count, "keys": o.keys,
                      "referenced_by": o.referenced_by} for o in run.orphans],
-        "script_proof": script_proof.to_dict() if script_proof else None})
+        "script_proof": script_proof.to_dict() if script_proof else None, "notes": run.notes,
+        "second_user": [{"table": qualname(r.row.table), "key": r.row.key, "owner": r.owner_fk,
+                        "via": list(r.hangs_off), "planned": r.planned, "found": r.found}
+                       for r in (run.second_user.rows if run.second_user else [])]})
     return outcome
 
 

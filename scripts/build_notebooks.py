@@ -128,7 +128,7 @@ NOTEBOOKS = {
                    "and asks: each open decision, the rules that close it and what each would do, and the facts "
                    "that inform it. Apply refuses to run while any is open."),
             ("code", "for line in plan.decision_lines():\n    print(line)\nreport.decisions_frame(plan)"),
-            ("md", "## Collateral: other owners' rows\nEvery edge the policy does not count as the user's "
+            ("md", "## SecondUser: other owners' rows\nEvery edge the policy does not count as the user's "
                    "ownership, the path a user's delete takes to it, and what happens there to rows that may "
                    "belong to someone else."),
             ("code", "report.collateral_frame(plan)"),
@@ -201,8 +201,11 @@ NOTEBOOKS = {
         "marker) gets at least one row in every table of the deletion set, with values worked out from the "
         "catalog; the preview shows what deleting it will remove (the same computation as `runbook preview` "
         "for a real user); a single `DELETE` of the user follows, and the proof checks that nothing of the "
-        "user remains, that every table changed by exactly what the preview said and that nothing else "
-        "changed. All of it runs in one transaction that is rolled back unless `test_user.commit` is set. "
+        "user remains, and, from the transaction's own row counters, that every table lost and updated "
+        "exactly the rows the preview said, whatever other sessions write meanwhile. A second test user's rows "
+        "hang off the test user's (a comment on its post): what the delete does to them is shown and proven. "
+        "Every statement runs under `statement_timeout` and `lock_timeout`. All of it runs in one transaction "
+        "that is rolled back unless `test_user.commit` is set. "
         "In a dry run the step is skipped unless `test_user.rehearse` is set: then the plan's DDL runs first "
         "inside the same rolled-back transaction, which holds the apply's locks for as long as it lasts.",
         [
@@ -215,8 +218,14 @@ NOTEBOOKS = {
             ("code", "if outcome.run and outcome.run.preview:\n"
                      "    display(deletion.preview_frame(outcome.run.preview))\n"
                      "    display(deletion.blockers_frame(outcome.run.preview))"),
-            ("md", "## Proof: row counts before and after the delete"),
+            ("md", "## Proof: rows deleted, updated and inserted by the delete, per table, against the preview"),
             ("code", "deletion.proof_frame(outcome.run.proof) if outcome.run and outcome.run.proof else None"),
+            ("md", "## Another user's rows on the test user's\nWhat the delete does to them (planned by the "
+                   "preview, found by key afterwards)."),
+            ("code", "if outcome.run:\n"
+                     "    display(deletion.second_user_frame(outcome.run.second_user))\n"
+                     "    for note in outcome.run.notes:\n"
+                     "        print(note)"),
             ("md", "## Orphans\nRows outside the deletion set that only the deleted rows referenced (stored media, "
                    "for example): for an external clean-up job. Never deleted here."),
             ("code", "deletion.orphans_frame(outcome.run.orphans) if outcome.run else None"),

@@ -354,3 +354,4 @@ def test_a_lock_released_meanwhile_is_retried_with_nothing_held_between_attempts
         other.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             tu.run_test_user_retrying(conn, snap, attempts=2, backoff=0.05, timeouts=tu.Timeouts("30s", "100ms"))
+

@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--params", required=True)
     pv.add_argument("--user-id", required=True)
 
+    er = sub.add_parser("erase", help="erase real users: preview, then with --confirm delete with proof")
+    er.add_argument("--params", required=True)
+    er.add_argument("--user-id", default=None)
+    er.add_argument("--user-ids-file", default=None, help="one id per line, erased one by one")
+    er.add_argument("--confirm", action="store_true", help="delete (without it: preview only, nothing changes)")
+    er.add_argument("--evidence-dir", default="evidence")
+    er.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
     lab = sub.add_parser("lab", help="JupyterLab on notebooks/, connected like run")
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
     lab.add_argument("--port", type=int, default=None)
@@ -94,6 +102,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_lab(demo=args.demo, port=args.port, open_browser=not args.no_browser)
     if args.command == "preview":
         return _preview(args.params, args.user_id)
+    if args.command == "erase":
+        from .erase_cli import erase_command
+
+        return erase_command(args)
     raise AssertionError(args.command)
 
 

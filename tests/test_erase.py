@@ -49,14 +49,14 @@ def keys(conn: psycopg.Connection[Any]) -> dict[str, set[tuple[Any, ...]]]:
 def users_rows(conn: psycopg.Connection[Any]) -> dict[str, set[tuple[Any, ...]]]:
     """The keys of the heavy user's rows (and of others' rows that hang off them), before the erasure."""
     q = {
-        "users": f"SELECT id FROM users WHERE id = {HEAVY}",
-        "posts": f"SELECT id, user_id FROM posts WHERE user_id = {HEAVY}",
-        "comments": f"SELECT c.id FROM comments c LEFT JOIN posts p ON p.id = c.post_id "
-                    f"WHERE c.author_id = {HEAVY} OR p.user_id = {HEAVY}",
-        "events": f"SELECT id FROM events WHERE user_id = {HEAVY}",
-        "moderation_notes": f"SELECT n.id, n.reviewer_id FROM moderation_notes n JOIN posts p ON p.id = n.post_id "
-                            f"WHERE p.user_id = {HEAVY}"}
-    return {t: {tuple(r) for r in conn.execute(s).fetchall()} for t, s in q.items()}
+        "users": "SELECT id FROM users WHERE id = %(u)s",
+        "posts": "SELECT id, user_id FROM posts WHERE user_id = %(u)s",
+        "comments": "SELECT c.id FROM comments c LEFT JOIN posts p ON p.id = c.post_id "
+                    "WHERE c.author_id = %(u)s OR p.user_id = %(u)s",
+        "events": "SELECT id FROM events WHERE user_id = %(u)s",
+        "moderation_notes": "SELECT n.id, n.reviewer_id FROM moderation_notes n JOIN posts p ON p.id = n.post_id "
+                            "WHERE p.user_id = %(u)s"}
+    return {t: {tuple(r) for r in conn.execute(s, {"u": int(HEAVY)}).fetchall()} for t, s in q.items()}
 
 
 def assert_erased(conn: psycopg.Connection[Any], before: dict[str, set[tuple[Any, ...]]],
@@ -117,9 +117,9 @@ def test_a_crash_between_batches_is_finished_by_a_rerun(db: Any, tmp_path: Path)
 
     with pytest.raises(KeyboardInterrupt):
         erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path, after_batch=crash)
-    left = conn.execute(f"SELECT count(*) FROM events WHERE user_id = {HEAVY}").fetchone()
+    left = conn.execute("SELECT count(*) FROM events WHERE user_id = %(u)s", {"u": int(HEAVY)}).fetchone()
     assert left is not None and left[0] == 25000 - 7000  # whole batches only, the user still there
-    assert conn.execute(f"SELECT count(*) FROM users WHERE id = {HEAVY}").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (1,)
     rerun = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path)
     assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
     assert rerun.erasure is not None
@@ -200,7 +200,7 @@ def test_the_command_previews_erases_and_refuses_bad_ids_with_exit_2(db: Any, tm
                    "--evidence-dir", str(tmp_path / "ev"), dsn=dsn, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "PASS" in done.stdout and len(list((tmp_path / "ev").iterdir())) == 1
-    assert conn.execute(f"SELECT count(*) FROM users WHERE id = {HEAVY}").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (0,)
 
 
 def test_read_ids_needs_at_least_one(tmp_path: Path) -> None:

@@ -57,6 +57,12 @@ class Erasure:
     failure: str | None = None
     seconds: float = 0.0
 
+    expected: tuple[dict[str, int], dict[str, int]] = field(default_factory=lambda: ({}, {}))
+
+    def __post_init__(self) -> None:
+        # Counted once, outside every transaction (a heavy user's preview holds many rows).
+        self.expected = expected_counts(self.plan.preview)
+
     @property
     def done(self) -> bool:
         return self.failure is None and any(t.kind == "final" for t in self.transactions)
@@ -124,8 +130,7 @@ def run_batches(conn: psycopg.Connection[Any], erasure: Erasure, params: Paramet
                 after_batch: BatchHook | None = None) -> None:
     """Delete the heavy tables' rows in batches, deepest tables first, one short transaction each."""
     preview = erasure.plan.preview
-    deleted, updated = expected_counts(preview)
-    allowed = set(deleted) | set(updated)
+    allowed = set(erasure.expected[0]) | set(erasure.expected[1])
     done = 0
     for table in erasure.plan.batched:
         for leaf, keys in table.batches(erasure.plan.batch_rows):
@@ -171,7 +176,21 @@ def settle(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters) 
                     row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
                         sql.Identifier(*fk.child), cond), values).fetchone()
                 found += int(row[0]) if row else 0
+        _analyze(conn, batched.table)
     return found
+
+
+def _analyze(conn: psycopg.Connection[Any], table: TableKey) -> None:
+    """Fresh statistics, so that the final cascade plans its lookups for the few rows left.
+
+    ANALYZE takes SHARE UPDATE EXCLUSIVE (no reader or writer waits); a role that may not analyze
+    the table just leaves the old statistics.
+    """
+    try:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*table)))
+    except psycopg.errors.InsufficientPrivilege:
+        logger.info("erase: may not ANALYZE %s; the final transaction plans with the old statistics",
+                    qualname(table))
 
 
 def _delete_orphans(conn: psycopg.Connection[Any], preview: Preview, found: Sequence[OrphanRow]) -> bool:
@@ -203,7 +222,7 @@ def _final_orphans(conn: psycopg.Connection[Any], preview: Preview, params: Para
 
 def _compare(erasure: Erasure, final: Transaction, orphan_deletes: Mapping[str, int]) -> list[str]:
     """What, after the final transaction, differs from the preview (empty: exactly as previewed)."""
-    want_del, want_upd = expected_counts(erasure.plan.preview)
+    want_del, want_upd = dict(erasure.expected[0]), erasure.expected[1]
     for table, n in orphan_deletes.items():
         want_del[table] = want_del.get(table, 0) + n
     problems = []
@@ -224,6 +243,9 @@ def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameter
     started = time.perf_counter()
     with conn.transaction():
         _limit(conn, params)
+        # The cascade's lookups are planned with statistics from before the batches, which still show
+        # this user's many rows: the planner would scan the whole child table for the few left.
+        conn.execute("SELECT pg_catalog.set_config('enable_seqscan', 'off', true)")
         before = _stats(conn)
         cond, values = key_match(preview, preview.parent, None, key_cols, [tuple(preview.user_key[c] for c in key_cols)])
         conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(*preview.parent), cond), values)

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from . import logger
-from .erase import Erasure, expected_counts
+from .erase import Erasure
 from .erase_plan import Identity, chunks, key_match
 from .model import qualname
 
@@ -61,7 +61,7 @@ def survivors(conn: psycopg.Connection[Any], erasure: Erasure) -> dict[str, int]
 
 def prove(conn: psycopg.Connection[Any], erasure: Erasure) -> EraseProof:
     started = time.perf_counter()
-    want_del, want_upd = expected_counts(erasure.plan.preview)
+    want_del, want_upd = erasure.expected
     orphan_del: dict[str, int] = defaultdict(int)
     if erasure.orphans_deleted:
         for o in erasure.orphans:

@@ -132,6 +132,15 @@ def _preview(params_file: str, user_id: str) -> int:
         if others:
             print("\nother users' rows this delete removes or detaches:")
             print(report.collateral_rows_frame(others).to_string(index=False))
+        from .erase_plan import predict_orphans
+
+        with ctx.connect() as conn:
+            lonely = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
+        if lonely:
+            from .erase_run import orphans_frame
+
+            print("\nleft unreferenced by this delete (orphans, for a clean-up job):")
+            print(orphans_frame(lonely).to_string(index=False))
         unprotected = steps.preview_unprotected(ctx, user_id)
         if unprotected:
             print("\nnot reached by any foreign key (the delete leaves these rows behind):")

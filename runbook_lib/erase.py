@@ -56,6 +56,9 @@ class Erasure:
     orphans_deleted: bool = False
     failure: str | None = None
     seconds: float = 0.0
+    # wall clock (epoch seconds) of the first batch's start and the final commit
+    started_at: float = 0.0
+    finished_at: float = 0.0
 
     expected: tuple[dict[str, int], dict[str, int]] = field(default_factory=lambda: ({}, {}))
 
@@ -275,6 +278,7 @@ def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
     if plan.blockers:
         raise RunbookError("erasure refused: " + "; ".join(plan.blockers))
     erasure = Erasure(plan)
+    erasure.started_at = time.time()
     started = time.perf_counter()
     try:
         run_batches(conn, erasure, params, after_batch)
@@ -286,6 +290,7 @@ def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
         erasure.failure = (f"{type(exc).__name__} [SQLSTATE {exc.sqlstate}]: "
                            f"{exc.diag.message_primary or str(exc).splitlines()[0]}")
     erasure.seconds = round(time.perf_counter() - started, 4)
+    erasure.finished_at = time.time()
     if erasure.failure:
         logger.warning("erase: %s", erasure.failure)
     return erasure

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import psycopg
+
 from . import params as params_mod
 from .connect import dsn_from_env
 from .erase_run import erase_user, open_connection, read_ids, refusal_lines, report_lines, validate_ids
@@ -19,7 +21,14 @@ def erase_command(args: argparse.Namespace) -> int:
     with open_connection(dsn_from_env()) as conn:
         validate_ids(conn, params, ids)
         for user_id in ids:
-            outcome = erase_user(conn, params, user_id, confirm=args.confirm, evidence_dir=args.evidence_dir)
+            try:
+                outcome = erase_user(conn, params, user_id, confirm=args.confirm, evidence_dir=args.evidence_dir)
+            except psycopg.Error as exc:
+                # One user's failure (a lock timeout, a lost row) does not stop the queue.
+                failed += 1
+                print(f"runbook: user {user_id}: {type(exc).__name__}: "
+                      f"{exc.diag.message_primary or str(exc).splitlines()[0]}", file=sys.stderr)
+                continue
             for line in report_lines(outcome):
                 print(line)
             for line in refusal_lines(outcome):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -165,7 +166,9 @@ def test_the_evidence_holds_no_value_of_the_erased_user(db: Any, tmp_path: Path,
         text = path.read_text()
         for value in (EMAIL, "Quartzfeld", "Erin"):
             assert value not in text, (path.name, value)
-        assert (HEAVY in text) == (not hash_keys and path.name.startswith("receipt")), path.name
+        # the key as a value of its own, not as six digits inside some 64-digit hash
+        as_value = re.search(rf"(?<![0-9a-f]){HEAVY}(?![0-9a-f])", text) is not None
+        assert as_value == (not hash_keys and path.name.startswith("receipt")), path.name
     receipt = json.loads((outcome.evidence / "receipt.json").read_text())
     assert receipt["ok"] and len(receipt["deleted_keys_sha256"]["public.events"]) == 25000
     assert {t["table"]: t["deleted"] for t in receipt["tables"]}["public.comments"] == 140
@@ -193,6 +196,10 @@ def test_the_command_previews_erases_and_refuses_bad_ids_with_exit_2(db: Any, tm
     result = runbook("erase", "--params", str(path), "--user-ids-file", str(queue), "--confirm", dsn=dsn, cwd=tmp_path)
     assert result.returncode == 2 and "999999" in result.stderr
     assert keys(conn) == before and not (tmp_path / "evidence").exists()
+    shown = runbook("preview", "--params", str(path), "--user-id", HEAVY, dsn=dsn, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    tail = shown.stdout.split("orphans, for a clean-up job")[1]
+    assert sum(1 for line in tail.splitlines() if line.startswith("public.media")) == 10
     dry = runbook("erase", "--params", str(path), "--user-id", HEAVY, dsn=dsn, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "public.events" in dry.stdout and "nothing changed" in dry.stdout and keys(conn) == before
@@ -210,3 +217,19 @@ def test_read_ids_needs_at_least_one(tmp_path: Path) -> None:
         read_ids(None, None)
     (tmp_path / "ids").write_text("1\n\n 2 # second\n")
     assert read_ids("0", str(tmp_path / "ids")) == ["0", "1", "2"]
+
+
+def test_markdown_escaping_and_key_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib.receipt import SALT_ENV, KeyHasher, md_escape
+
+    assert md_escape("a_b*c <img src=x>|[l](u)") == r"a\_b\*c &lt;img src=x&gt;\|\[l\]\(u\)"
+    plain = KeyHasher(False)
+    assert plain("public.users", ("42",)) == KeyHasher(False)("public.users", ("42",))
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    first, second = KeyHasher(True), KeyHasher(True)
+    assert first("public.users", ("42",)) != second("public.users", ("42",))  # the random salt is not kept
+    assert "discarded" in first.salt_note
+    monkeypatch.setenv(SALT_ENV, "operator-held")
+    kept = KeyHasher(True)
+    assert kept("public.users", ("42",)) == KeyHasher(True)("public.users", ("42",)) != plain("public.users", ("42",))
+    assert SALT_ENV in kept.salt_note

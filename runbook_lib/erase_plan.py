@@ -167,7 +167,9 @@ def make_erase_plan(preview: Preview, params: Parameters) -> ErasePlan:
         rows = counts.get(fk.child, 0) + detached.get(fk.child, 0)
         fix = render.text(render.create_index_concurrently(fk, _index_name(fk)))
         unindexed.append((fk, rows, fix))
-        if rows > size and not allow_unindexed:
+        # Above the batch size, or under a table deleted in batches, each referenced row deleted would
+        # scan this table in full, inside a batch or the final transaction.
+        if (rows > size or fk.parent in big) and not allow_unindexed:
             refused.append(f"{qualname(fk.child)}: {rows} row(s) of this user reached through unindexed "
                            f"{fk.name} ({', '.join(fk.columns)}): every delete of a referenced row scans the "
                            f"table; fix: {fix}; or set erase.allow_unindexed")

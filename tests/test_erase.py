@@ -233,3 +233,18 @@ def test_markdown_escaping_and_key_hashes(monkeypatch: pytest.MonkeyPatch) -> No
     kept = KeyHasher(True)
     assert kept("public.users", ("42",)) == KeyHasher(True)("public.users", ("42",)) != plain("public.users", ("42",))
     assert SALT_ENV in kept.salt_note
+
+
+def test_several_heavy_tables_go_bottom_up_and_the_sums_still_prove_it(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    conn.execute("DELETE FROM events WHERE user_id = %(u)s", {"u": int(HEAVY)})  # not the point here
+    before, owned = keys(conn), users_rows(conn)
+    outcome = erase_user(conn, params(batch_rows=25), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert outcome.proof is not None and outcome.proof.ok, outcome.proof and outcome.proof.message
+    assert outcome.erasure is not None
+    order = [t.table for t in outcome.erasure.transactions if t.kind == "batch"]
+    assert order.count("public.comments") == 6 and order.count("public.posts") == 2
+    # comments reference posts: every batch of comments before the first batch of posts
+    assert max(i for i, t in enumerate(order) if t == "public.comments") < order.index("public.posts")
+    assert all(t.keys <= 25 for t in outcome.erasure.transactions)
+    assert_erased(conn, before, owned, orphans_deleted=False)

@@ -248,3 +248,25 @@ def test_several_heavy_tables_go_bottom_up_and_the_sums_still_prove_it(db: Any, 
     assert max(i for i, t in enumerate(order) if t == "public.comments") < order.index("public.posts")
     assert all(t.keys <= 25 for t in outcome.erasure.transactions)
     assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_a_row_added_meanwhile_rolls_the_final_transaction_back_and_a_rerun_takes_it(
+        db: Any, tmp_path: Path) -> None:
+    dsn, conn = db
+    before, owned = keys(conn), users_rows(conn)
+
+    def user_posts_again(done: int) -> None:
+        if done == 3:  # another session: the user is still active while the erasure runs
+            with psycopg.connect(dsn, autocommit=True) as other:
+                other.execute("INSERT INTO events (user_id, kind, detail) VALUES (%s, 'view', 'late')", [int(HEAVY)])
+
+    outcome = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path, after_batch=user_posts_again)
+    assert outcome.proof is not None and not outcome.proof.ok and outcome.erasure is not None
+    assert outcome.erasure.failure is not None and "public.events: 25001 row(s) deleted, the preview said 25000" \
+        in outcome.erasure.failure
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (1,)
+    assert outcome.evidence is not None
+    assert json.loads((outcome.evidence / "receipt.json").read_text())["ok"] is False
+    rerun = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
+    assert_erased(conn, before, owned, orphans_deleted=False)

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from . import logger
 from .errors import CatalogError
+from .graph import deletion_set
 from .model import (DELETE_RULES, MATCH_TYPES, ForeignKey, ReferenceColumn, Snapshot, TableInfo,
                     TableKey, qualname)
 
@@ -203,8 +204,6 @@ def count_orphans(conn: psycopg.Connection[Any], fk: ForeignKey) -> int:
 
 def inspect(conn: psycopg.Connection[Any], parent_schema: str, parent_table: str) -> Snapshot:
     """Take the snapshot: all FKs, all tables, and orphan counts for NOT VALID FKs into the deletion set."""
-    from .graph import deletion_set  # the graph is pure; imported here to keep modules acyclic
-
     ident = server_identity(conn)
     tables = read_tables(conn)
     parent = (parent_schema, parent_table)

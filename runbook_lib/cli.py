@@ -114,7 +114,7 @@ def _preview(params_file: str, user_id: str) -> int:
     import pandas as pd
 
     from . import params as params_mod
-    from . import collateral, report, steps, testuser
+    from . import collateral, deletion, report, steps
     from .connect import dsn_from_env
     from .context import RunContext
 
@@ -123,8 +123,8 @@ def _preview(params_file: str, user_id: str) -> int:
     found = steps.preview_user(ctx, user_id)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 80):
-        print(testuser.preview_frame(found).to_string(index=False))
-        blockers = testuser.blockers_frame(found)
+        print(deletion.preview_frame(found).to_string(index=False))
+        blockers = deletion.blockers_frame(found)
         if len(blockers):
             print("\nblockers:")
             print(blockers.to_string(index=False))

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 from .catalog import ForeignKey, TableKey, qualname
 from .classify import Vocabulary, classify, owners_of
 from .params import Parameters
-from .testuser import Preview, PreviewRow
+from .deletion.preview import Preview, PreviewRow
 
 
 @dataclass(frozen=True)

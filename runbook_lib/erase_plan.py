@@ -20,11 +20,11 @@ from . import logger, render
 from .graph import deletion_set
 from .model import ForeignKey, TableKey, qualname
 from .params import Parameters
-from .testuser import Orphans, Preview, PreviewRow
-from .testuser import orphans as orphans_after
-from .testuser import preview as take_preview
+from .deletion import Orphans, Preview, PreviewRow, Timeouts
+from .deletion import orphans as orphans_after
+from .deletion import preview as take_preview
 
-__all__ = ["ErasePlan", "OrphanRow", "Orphans", "Preview", "PreviewRow", "TableBatches", "key_match",
+__all__ = ["ErasePlan", "OrphanRow", "Orphans", "Preview", "PreviewRow", "TableBatches", "Timeouts", "key_match",
            "make_erase_plan", "orphans_after", "plan_check", "predict_orphans", "take_preview"]
 
 Text = str | None

@@ -17,7 +17,8 @@ import psycopg
 from . import catalog, receipt
 from .connect import connect
 from .erase import BatchHook, Erasure, erase
-from .erase_plan import ErasePlan, OrphanRow, Preview, make_erase_plan, plan_check, predict_orphans, take_preview
+from .erase_plan import (ErasePlan, OrphanRow, Preview, Timeouts, make_erase_plan, plan_check, predict_orphans,
+                         take_preview)
 from .erase_proof import EraseProof, prove
 from .errors import ParameterError, RunbookError
 from .model import TableKey, qualname
@@ -79,7 +80,8 @@ def read_ids(user_id: str | None, ids_file: str | None) -> list[str]:
 def checked_preview(conn: psycopg.Connection[Any], params: Parameters, user_id: str) -> Preview:
     """The preview, or a one-line error for an id that is malformed or names no user."""
     try:
-        found = take_preview(conn, _parent(params), user_id)
+        found = take_preview(conn, _parent(params), user_id,
+                             timeouts=Timeouts(statement=params.statement_timeout, lock=params.lock_timeout))
     except (psycopg.errors.DataError, psycopg.errors.UndefinedTable) as exc:
         raise ParameterError(f"user id {user_id!r}: {exc.diag.message_primary}") from None
     if not found.found:

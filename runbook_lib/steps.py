@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from . import backup as backup_mod
-from . import catalog, execute, logger, render, samples, testuser
+from . import catalog, deletion, execute, logger, render, samples
 from . import references as references_mod
 from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
@@ -388,9 +388,9 @@ def rollback(ctx: RunContext, source_run: str | Path,
 class TestUserOutcome:
     skipped: str | None = None
     rehearsal: bool = False
-    run: testuser.UserDeletionRun | None = None
+    run: deletion.UserDeletionRun | None = None
     script: list[str] = field(default_factory=list)
-    script_proof: testuser.Proof | None = None
+    script_proof: deletion.Proof | None = None
 
     @property
     def ok(self) -> bool:
@@ -426,18 +426,21 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         snap = catalog.inspect(conn, ctx.params.parent_schema, ctx.params.parent_table)
         setup: list[Any] = []
         if ctx.params.dry_run and rehearse:
-            setup = [s for item in make_plan(snap, ctx.params).changes for s in item.rehearsal()]
-        run = testuser.run_test_user(conn, snap, values=settings.get("values") or {},
-                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup)
-        key_columns = testuser.parent_key_columns(conn, snap.parent)
-        statements = testuser.ordered_delete_script(snap, key_columns, params=ctx.params)
+            setup = deletion.rehearsal_setup(make_plan(snap, ctx.params))
+        timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
+        run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
+                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
+                                     timeouts=timeouts)
+        key_columns = deletion.parent_key_columns(conn, snap.parent)
+        statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
         script_proof = None
         # The explicit script is proven on a test user of its own, on the database as it is now.
         with conn.transaction(force_rollback=True):
-            synthesis = testuser.synthesize(conn, snap, marker=testuser.new_marker(),
+            deletion.set_timeouts(conn, timeouts)
+            synthesis = deletion.synthesize(conn, snap, marker=deletion.new_marker(),
                                             values=settings.get("values") or {})
             if snap.parent in synthesis.rows:
-                script_proof = testuser.prove_ordered_delete(conn, snap, synthesis, params=ctx.params)
+                script_proof = deletion.prove_ordered_delete(conn, snap, synthesis, params=ctx.params)
     outcome = TestUserOutcome(rehearsal=bool(setup), run=run, script=[render.text(s) for s in statements],
                               script_proof=script_proof)
     ctx.save_text("delete_script.sql", "-- Ordered delete for one user, children before parents "
@@ -452,7 +455,7 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
     return outcome
 
 
-def preview_user(ctx: RunContext, user_id: Any) -> testuser.Preview:
+def preview_user(ctx: RunContext, user_id: Any) -> deletion.Preview:
     """Read-only: what deleting one real user would remove, set to NULL, or be blocked by."""
     with ctx.connect() as conn:
         row = conn.execute(
@@ -462,7 +465,8 @@ def preview_user(ctx: RunContext, user_id: Any) -> testuser.Preview:
             raise catalog.CatalogError(f"parent table {ctx.params.parent_schema}.{ctx.params.parent_table} "
                                        "does not exist")
         parent = (ctx.params.parent_schema, ctx.params.parent_table)
-        found = testuser.preview(conn, parent, user_id)
+        found = deletion.preview(conn, parent, user_id, timeouts=deletion.Timeouts(
+            ctx.params.statement_timeout, ctx.params.lock_timeout))
     if not found.found:
         raise catalog.CatalogError(f"no row of {qualname(parent)} has the key {user_id!r}")
     return found

@@ -23,7 +23,7 @@ PARAMETERS = paramdocs.parameters_cell()
 SETUP = '''import pandas as pd
 from IPython.display import Markdown, display
 
-from runbook_lib import collateral, graph, report, steps, testuser
+from runbook_lib import collateral, deletion, graph, report, steps
 from runbook_lib.context import RunContext
 
 pd.set_option("display.max_colwidth", None)
@@ -204,17 +204,17 @@ NOTEBOOKS = {
             ("code", "outcome = steps.test_user(ctx)\ndisplay(Markdown(f'**{outcome.message}**'))"),
             ("md", "## The test user's rows\nOne row per table of the deletion set (a table it could not fill is "
                    "named with the database's error)."),
-            ("code", "testuser.synthesis_frame(outcome.run.synthesis) if outcome.run else print(outcome.skipped)"),
+            ("code", "deletion.synthesis_frame(outcome.run.synthesis) if outcome.run else print(outcome.skipped)"),
             ("md", "## Preview: what the delete will do\nRows deleted and rows set to NULL per table, walking the "
                    "foreign keys with their current rules; blockers are RESTRICT / NO ACTION edges with rows."),
             ("code", "if outcome.run and outcome.run.preview:\n"
-                     "    display(testuser.preview_frame(outcome.run.preview))\n"
-                     "    display(testuser.blockers_frame(outcome.run.preview))"),
+                     "    display(deletion.preview_frame(outcome.run.preview))\n"
+                     "    display(deletion.blockers_frame(outcome.run.preview))"),
             ("md", "## Proof: row counts before and after the delete"),
-            ("code", "testuser.proof_frame(outcome.run.proof) if outcome.run and outcome.run.proof else None"),
+            ("code", "deletion.proof_frame(outcome.run.proof) if outcome.run and outcome.run.proof else None"),
             ("md", "## Orphans\nRows outside the deletion set that only the deleted rows referenced (stored media, "
                    "for example): for an external clean-up job. Never deleted here."),
-            ("code", "testuser.orphans_frame(outcome.run.orphans) if outcome.run else None"),
+            ("code", "deletion.orphans_frame(outcome.run.orphans) if outcome.run else None"),
             ("md", "## The ordered delete script\nFor databases where CASCADE is not wanted: the explicit "
                    "statements for one user, children before parents, cycles broken by setting a nullable key to "
                    "NULL first (`delete_script.sql`), proven on a test user of its own in a rolled-back "
@@ -225,7 +225,7 @@ NOTEBOOKS = {
                    "Read-only."),
             ("code", "if preview_user_id is not None:\n"
                      "    real = steps.preview_user(ctx, preview_user_id)\n"
-                     "    display(testuser.preview_frame(real), testuser.blockers_frame(real))\n"
+                     "    display(deletion.preview_frame(real), deletion.blockers_frame(real))\n"
                      "    display(Markdown('Other users\\' rows this delete removes or detaches:'))\n"
                      "    display(report.collateral_rows_frame(collateral.of_preview(real, ctx.params)))\n"
                      "    display(Markdown('Rows of this user that no foreign key reaches (left behind by the delete):'))\n"

@@ -214,22 +214,22 @@ def test_a_real_users_preview_lists_rows_no_fk_reaches(make_db: Any, tmp_path: P
 
 
 def test_a_real_users_preview_shows_other_users_rows_it_would_remove(make_db: Any, tmp_path: Path) -> None:
-    from runbook_lib import collateral, testuser
+    from runbook_lib import collateral, deletion
 
     dsn = make_db(BOARD)
     params = new_ctx(dsn, tmp_path / "params").params
     with psycopg.connect(dsn, autocommit=True) as conn:
         others_comments = scalar(conn, "SELECT count(*) FROM comments c JOIN posts p ON p.id = c.post_id "
                                        "WHERE p.uploader_id = 1 AND c.creator_id <> 1")
-        everything = {fk.key: "CASCADE" for fk in testuser.preview(conn, ("public", "users"), 1).foreign_keys}
+        everything = {fk.key: "CASCADE" for fk in deletion.preview(conn, ("public", "users"), 1).foreign_keys}
         # The old default, every edge CASCADE: others' comments on user 1's posts go with the posts.
-        old_preview = testuser.preview(conn, ("public", "users"), 1, rules=everything)
+        old_preview = deletion.preview(conn, ("public", "users"), 1, rules=everything)
         old = collateral.of_preview(old_preview, params)
         ids = [int(key[0]) for key in old_preview.deleted[("public", "comments")]]
         others_deleted = scalar(conn, "SELECT count(*) FROM comments WHERE id = ANY(%s) AND creator_id <> 1", ids)
         # Under the closed decisions of the demo parameters: nothing of anyone else's is deleted.
         full_run(dsn, tmp_path / "run", **board_values())
-        new = collateral.of_preview(testuser.preview(conn, ("public", "users"), 1), params)
+        new = collateral.of_preview(deletion.preview(conn, ("public", "users"), 1), params)
     comments = [c for c in old if c.table == ("public", "comments") and c.effect == "deleted"]
     assert sum(c.rows for c in comments) == others_deleted >= others_comments > 0
     assert not [c for c in new if c.effect == "deleted"], [c.text for c in new]

@@ -17,7 +17,7 @@ from psycopg import sql
 from runbook_lib import catalog, render
 from runbook_lib import params as params_mod
 from runbook_lib import plan as plan_mod
-from runbook_lib import testuser as tu
+from runbook_lib import deletion as tu
 from runbook_lib.catalog import Snapshot
 from runbook_lib.errors import RunbookError
 from tests.conftest import ROOT, sql_file
@@ -163,8 +163,8 @@ def test_partitioned_tables_get_a_row_in_a_partition_and_are_counted_per_partiti
         assert proof.ok, proof.message
         tables = {c["table"]: c for c in proof.counts}
         assert "public.readings" not in tables and "public.events" not in tables  # no double count
-        assert tables[tu.qualname(reading.leaf)]["change"] == -1
-        assert tables["public.events_eu"]["change"] == -1 and tables["public.events_us"]["change"] == 0
+        assert tables[catalog.qualname(reading.leaf)]["deleted"] == 1
+        assert tables["public.events_eu"]["deleted"] == 1 and "public.events_us" not in tables
 
 
 def test_parent_table_named_user_with_quoted_names(db: Any) -> None:
@@ -335,16 +335,17 @@ def test_ordered_delete_script_removes_the_user_where_nothing_cascades(db: Any) 
     conn = db(DEMO)
     snap = inspect(conn)
     texts = [render.text(s) for s in tu.ordered_delete_script(snap, ("id",))]
-    targets = ('DELETE FROM "public"."nutrition_goal_targets" WHERE ("user_id", "goal_id") IN '
-               '(SELECT "user_id", "id" FROM "public"."nutrition_goals" WHERE ("user_id") IN '
+    # ONLY: what an FK action reaches (a plain table's own rows, never its inheritance children's)
+    targets = ('DELETE FROM ONLY "public"."nutrition_goal_targets" WHERE ("user_id", "goal_id") IN '
+               '(SELECT "user_id", "id" FROM ONLY "public"."nutrition_goals" WHERE ("user_id") IN '
                '(SELECT "id" FROM "public"."users" WHERE "id" = %(user_id)s))')
     assert targets in texts
-    null_first = next(i for i, t in enumerate(texts) if t.startswith('UPDATE "public"."chat_sessions" SET '
+    null_first = next(i for i, t in enumerate(texts) if t.startswith('UPDATE ONLY "public"."chat_sessions" SET '
                                                                      '"last_message_id" = NULL'))
-    assert null_first < texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."chat_messages"')))
+    assert null_first < texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."chat_messages"')))
     assert texts[-1] == 'DELETE FROM "public"."users" WHERE "id" = %(user_id)s'
-    assert texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."prescriptions"'))) < \
-        texts.index(next(t for t in texts if t.startswith('DELETE FROM "public"."appointments"')))
+    assert texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."prescriptions"'))) < \
+        texts.index(next(t for t in texts if t.startswith('DELETE FROM ONLY "public"."appointments"')))
     with conn.transaction(force_rollback=True):
         synthesis = tu.synthesize(conn, snap, marker=tu.new_marker())
         assert synthesis.ok, synthesis.message
@@ -352,7 +353,7 @@ def test_ordered_delete_script_removes_the_user_where_nothing_cascades(db: Any) 
         assert not plain.ok and plain.failure is not None and plain.failure.sqlstate == "23503"
         proof = tu.prove_ordered_delete(conn, snap, synthesis)
         assert proof.ok, proof.message
-        assert sum(-c["change"] for c in proof.counts) == len(synthesis.rows)
+        assert sum(c["deleted"] for c in proof.counts) == len(synthesis.rows)
         assert count(conn, "SELECT count(*) FROM users WHERE email LIKE %s", synthesis.marker + "%") == 0
     with conn.transaction(force_rollback=True):
         # the script for one real user leaves every other user's rows alone

@@ -5,7 +5,7 @@ deletion preview, the tables whose rows of this user are deleted in batches (bot
 unindexed FKs that make a batch or the final delete scan a big table, and the rows that will be left
 unreferenced (orphans) for the clean-up job.
 
-This module is the erasure's only import site of the deletion preview's API.
+This module is the erasure's only import site of the deletion package (runbook_lib.deletion).
 """
 from __future__ import annotations
 

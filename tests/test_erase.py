@@ -270,3 +270,20 @@ def test_a_row_added_meanwhile_rolls_the_final_transaction_back_and_a_rerun_take
     rerun = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path)
     assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
     assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_a_queue_goes_on_past_a_blocked_user_and_reports_it(db: Any, tmp_path: Path) -> None:
+    dsn, conn = db
+    conn.execute("DROP INDEX events_user_id_idx")  # the heavy user's events would be scanned in full
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({"parent_table": "users", "rules": RULES, "erase": {"batch_rows": 1000}}))
+    queue = tmp_path / "ids.txt"
+    queue.write_text(f"{HEAVY}\n7\n")
+    result = runbook("erase", "--params", str(path), "--user-ids-file", str(queue), "--confirm",
+                     "--evidence-dir", str(tmp_path / "ev"), dsn=dsn, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"user {HEAVY}: blocked: public.events" in result.stderr and "CREATE INDEX CONCURRENTLY" in result.stderr
+    assert "user 7: PASS" in result.stdout and "1 of 2 user(s) erased, 1 blocked or failed" in result.stdout
+    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM users WHERE id IN (7, %(u)s)",
+                        {"u": int(HEAVY)}).fetchone() == ([int(HEAVY)],)
+    assert len(list((tmp_path / "ev").iterdir())) == 1  # a receipt for the erased user only

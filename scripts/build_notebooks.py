@@ -272,6 +272,55 @@ NOTEBOOKS = {
                      '                  [r.error for r in outcome.results if r.error] + outcome.comparison.problems)))'),
         ],
         extra_parameters='\nsource_run = ""             # the run folder whose changes are rolled back'),
+    "08_erase_user": notebook(
+        "Erase a user",
+        "Deletes one real user's account with proof, for a \"delete my account\" request or a GDPR erasure. "
+        "The preflight first re-plans on the live catalog: every foreign key must already have the rule the "
+        "policy wants, otherwise the erasure is refused with one line per foreign key. The preview then "
+        "shows what the delete will remove and detach, the tables whose rows of this user are so many that "
+        "they go in batches of `erase.batch_rows` (deepest tables first, by key, each batch its own short "
+        "transaction under `lock_timeout` and `statement_timeout`), unindexed foreign keys with the "
+        "`CREATE INDEX CONCURRENTLY` that fixes them, and the rows the user's rows alone referenced (orphans, "
+        "e.g. stored media). Nothing changes unless `confirm` is true.",
+        [
+            ("code", "from runbook_lib import erase_run\n\n"
+                     "conn = erase_run.open_connection(ctx.dsn)\n"
+                     "outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=False) "
+                     "if erase_user_id is not None else None\n"
+                     "print(outcome.message if outcome else 'erase_user_id is not set: nothing to preview')\n"
+                     "for line in (erase_run.refusal_lines(outcome) if outcome else []):\n"
+                     "    print(line)"),
+            ("md", "## Preview\nRows deleted and detached (SET NULL / SET DEFAULT) per table, the batches "
+                   "each heavy table takes, and the fix for each unindexed foreign key on the way."),
+            ("code", "erase_run.preview_frame(outcome.plan) if outcome and outcome.plan else None"),
+            ("md", "## Orphans\nRows outside the deletion set that only this user's rows reference: listed in "
+                   "`orphans.csv` for the clean-up job (with the columns named in `erase.orphan_columns`), "
+                   "and deleted in the final transaction when `erase.orphans` is `delete`."),
+            ("code", "erase_run.orphans_frame(outcome.predicted_orphans) if outcome else None"),
+            ("md", "## Erase\nOnly when `confirm` is true and nothing blocks: the batches, then the user and "
+                   "its remaining rows in one transaction that commits only when, together with the batches, "
+                   "every table changed by exactly the preview's counts (read from `pg_stat_xact_user_tables`, "
+                   "without reading any table). A crash between batches is finished by running this again."),
+            ("code", "if outcome and confirm and outcome.ok:\n"
+                     "    outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=True,\n"
+                     "                                   evidence_dir=ctx.run_dir)\n"
+                     "    display(erase_run.transactions_frame(outcome.erasure))\n"
+                     "else:\n"
+                     "    print('not erased: ' + ('confirm is false' if outcome and not confirm else\n"
+                     "                            'blocked' if outcome else 'no user'))"),
+            ("md", "## Proof and receipt\nEach table's deleted and detached counts against the preview, a "
+                   "lookup by key of every predicted row, and the receipt's folder (counts and key hashes, no "
+                   "column value of the user)."),
+            ("code", "if outcome and outcome.proof:\n"
+                     "    display(erase_run.proof_frame(outcome.proof))\n"
+                     "    print(f'receipt: {outcome.evidence}')\n"
+                     "conn.close()"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("erase", outcome is None or outcome.ok, outcome.message if outcome '
+                     'else "no user given"))'),
+        ],
+        extra_parameters='\nerase_user_id = None        # the key of the user to erase\n'
+                         'confirm = False             # delete only when true'),
 }
 
 

@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--params", required=True)
     pv.add_argument("--user-id", required=True)
 
+    er = sub.add_parser("erase", help="erase real users: preview, then with --confirm delete with proof")
+    er.add_argument("--params", required=True)
+    er.add_argument("--user-id", default=None)
+    er.add_argument("--user-ids-file", default=None, help="one id per line, erased one by one")
+    er.add_argument("--confirm", action="store_true", help="delete (without it: preview only, nothing changes)")
+    er.add_argument("--evidence-dir", default="evidence")
+    er.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
     lab = sub.add_parser("lab", help="JupyterLab on fresh copies of notebooks/, connected like run")
     lab.add_argument("--evidence-dir", default=None, help="where the lab folder is made (default: evidence)")
     lab.add_argument("--demo", action="store_true", help="start the embedded demo server first")
@@ -130,6 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import toolchain_cli
 
         return toolchain_cli.check(args.params)
+    if args.command == "erase":
+        from .erase_cli import erase_command
+
+        return erase_command(args)
     raise AssertionError(args.command)
 
 
@@ -139,6 +151,8 @@ def _preview(params_file: str, user_id: str) -> int:
 
     from . import params as params_mod
     from . import collateral, deletion, report, steps
+    from .erase_plan import predict_orphans
+    from .erase_run import orphans_frame
     from .context import RunContext
 
     params = params_mod.load(params_file)
@@ -156,6 +170,11 @@ def _preview(params_file: str, user_id: str) -> int:
         if others:
             print("\nother users' rows this delete removes or detaches:")
             print(report.collateral_rows_frame(others).to_string(**narrow))
+        with ctx.connect() as conn:
+            lonely = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
+        if lonely:
+            print("\nleft unreferenced by this delete (orphans, for a clean-up job):")
+            print(orphans_frame(lonely).to_string(**narrow))
         unprotected = steps.preview_unprotected(ctx, user_id)
         if unprotected:
             print("\nnot reached by any foreign key (the delete leaves these rows behind):")

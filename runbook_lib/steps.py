@@ -1,6 +1,7 @@
 """The work of each step, callable from a notebook or a test: every step is a function of the context."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -453,19 +454,27 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         if ctx.params.dry_run and rehearse:
             setup = deletion.rehearsal_setup(make_plan(snap, ctx.params))
         timeouts = deletion.Timeouts(ctx.params.statement_timeout, ctx.params.lock_timeout)
-        run = deletion.run_test_user(conn, snap, values=settings.get("values") or {},
-                                     commit=bool(settings["commit"]) and not ctx.params.dry_run, setup=setup,
-                                     timeouts=timeouts)
-        key_columns = deletion.parent_key_columns(conn, snap.parent)
-        statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
-        script_proof = None
-        # The explicit script is proven on a test user of its own, on the database as it is now.
-        with conn.transaction(force_rollback=True):
-            deletion.set_timeouts(conn, timeouts)
-            synthesis = deletion.synthesize(conn, snap, marker=deletion.new_marker(),
-                                            values=settings.get("values") or {})
-            if snap.parent in synthesis.rows:
-                script_proof = deletion.prove_ordered_delete(conn, snap, synthesis, params=ctx.params)
+        with contextlib.ExitStack() as held:
+            if setup:
+                # A rehearsal takes the apply's locks: never while another run is changing the database.
+                held.enter_context(execute.run_lock(held.enter_context(ctx.connect())))
+            run = deletion.run_test_user_retrying(
+                conn, snap, attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff,
+                values=settings.get("values") or {}, commit=bool(settings["commit"]) and not ctx.params.dry_run,
+                setup=setup, timeouts=timeouts, second_user=True)
+            key_columns = deletion.parent_key_columns(conn, snap.parent)
+            statements = deletion.ordered_delete_script(snap, key_columns, params=ctx.params)
+            script_proof = None
+            # The explicit script is proven on a test user of its own, on the database as it is now (or, in a
+            # rehearsal, as the plan leaves it: its SET DEFAULT updates need the ghost row and column defaults).
+            with conn.transaction(force_rollback=True):
+                deletion.set_timeouts(conn, timeouts)
+                for statement in setup:
+                    conn.execute(statement)
+                synthesis = deletion.synthesize(conn, snap, marker=deletion.new_marker(),
+                                                values=settings.get("values") or {})
+                if snap.parent in synthesis.rows:
+                    script_proof = deletion.prove_ordered_delete(conn, snap, synthesis, params=ctx.params)
     outcome = TestUserOutcome(rehearsal=bool(setup), run=run, script=[render.text(s) for s in statements],
                               script_proof=script_proof)
     ctx.save_text("delete_script.sql", "-- Ordered delete for one user, children before parents "
@@ -476,7 +485,10 @@ def test_user(ctx: RunContext) -> TestUserOutcome:
         "synthesis_failures": [str(f) for f in run.synthesis.failures],
         "orphans": [{"table": qualname(o.table), "columns": list(o.columns), "count": o.count, "keys": o.keys,
                      "referenced_by": o.referenced_by} for o in run.orphans],
-        "script_proof": script_proof.to_dict() if script_proof else None})
+        "script_proof": script_proof.to_dict() if script_proof else None, "notes": run.notes,
+        "second_user": [{"table": qualname(r.row.table), "key": r.row.key, "owner": r.owner_fk,
+                        "via": list(r.hangs_off), "planned": r.planned, "found": r.found}
+                       for r in (run.second_user.rows if run.second_user else [])]})
     return outcome
 
 

@@ -129,7 +129,7 @@ NOTEBOOKS = {
                    "and asks: each open decision, the rules that close it and what each would do, and the facts "
                    "that inform it. Apply refuses to run while any is open."),
             ("code", "for line in plan.decision_lines():\n    print(line)\nreport.decisions_frame(plan)"),
-            ("md", "## Collateral: other owners' rows\nEvery edge the policy does not count as the user's "
+            ("md", "## SecondUser: other owners' rows\nEvery edge the policy does not count as the user's "
                    "ownership, the path a user's delete takes to it, and what happens there to rows that may "
                    "belong to someone else."),
             ("code", "report.collateral_frame(plan)"),
@@ -202,8 +202,11 @@ NOTEBOOKS = {
         "marker) gets at least one row in every table of the deletion set, with values worked out from the "
         "catalog; the preview shows what deleting it will remove (the same computation as `runbook preview` "
         "for a real user); a single `DELETE` of the user follows, and the proof checks that nothing of the "
-        "user remains, that every table changed by exactly what the preview said and that nothing else "
-        "changed. All of it runs in one transaction that is rolled back unless `test_user.commit` is set. "
+        "user remains, and, from the transaction's own row counters, that every table lost and updated "
+        "exactly the rows the preview said, whatever other sessions write meanwhile. A second test user's rows "
+        "hang off the test user's (a comment on its post): what the delete does to them is shown and proven. "
+        "Every statement runs under `statement_timeout` and `lock_timeout`. All of it runs in one transaction "
+        "that is rolled back unless `test_user.commit` is set. "
         "In a dry run the step is skipped unless `test_user.rehearse` is set: then the plan's DDL runs first "
         "inside the same rolled-back transaction, which holds the apply's locks for as long as it lasts.",
         [
@@ -216,8 +219,14 @@ NOTEBOOKS = {
             ("code", "if outcome.run and outcome.run.preview:\n"
                      "    display(deletion.preview_frame(outcome.run.preview))\n"
                      "    display(deletion.blockers_frame(outcome.run.preview))"),
-            ("md", "## Proof: row counts before and after the delete"),
+            ("md", "## Proof: rows deleted, updated and inserted by the delete, per table, against the preview"),
             ("code", "deletion.proof_frame(outcome.run.proof) if outcome.run and outcome.run.proof else None"),
+            ("md", "## Another user's rows on the test user's\nWhat the delete does to them (planned by the "
+                   "preview, found by key afterwards)."),
+            ("code", "if outcome.run:\n"
+                     "    display(deletion.second_user_frame(outcome.run.second_user))\n"
+                     "    for note in outcome.run.notes:\n"
+                     "        print(note)"),
             ("md", "## Orphans\nRows outside the deletion set that only the deleted rows referenced (stored media, "
                    "for example): for an external clean-up job. Never deleted here."),
             ("code", "deletion.orphans_frame(outcome.run.orphans) if outcome.run else None"),
@@ -269,6 +278,55 @@ NOTEBOOKS = {
                      '                  [r.error for r in outcome.results if r.error] + outcome.comparison.problems)))'),
         ],
         extra_parameters='\nsource_run = ""             # the run folder whose changes are rolled back'),
+    "08_erase_user": notebook(
+        "Erase a user",
+        "Deletes one real user's account with proof, for a \"delete my account\" request or a GDPR erasure. "
+        "The preflight first re-plans on the live catalog: every foreign key must already have the rule the "
+        "policy wants, otherwise the erasure is refused with one line per foreign key. The preview then "
+        "shows what the delete will remove and detach, the tables whose rows of this user are so many that "
+        "they go in batches of `erase.batch_rows` (deepest tables first, by key, each batch its own short "
+        "transaction under `lock_timeout` and `statement_timeout`), unindexed foreign keys with the "
+        "`CREATE INDEX CONCURRENTLY` that fixes them, and the rows the user's rows alone referenced (orphans, "
+        "e.g. stored media). Nothing changes unless `confirm` is true.",
+        [
+            ("code", "from runbook_lib import erase_run\n\n"
+                     "conn = erase_run.open_connection(ctx.conninfo())\n"
+                     "outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=False) "
+                     "if erase_user_id is not None else None\n"
+                     "print(outcome.message if outcome else 'erase_user_id is not set: nothing to preview')\n"
+                     "for line in (erase_run.refusal_lines(outcome) if outcome else []):\n"
+                     "    print(line)"),
+            ("md", "## Preview\nRows deleted and detached (SET NULL / SET DEFAULT) per table, the batches "
+                   "each heavy table takes, and the fix for each unindexed foreign key on the way."),
+            ("code", "erase_run.preview_frame(outcome.plan) if outcome and outcome.plan else None"),
+            ("md", "## Orphans\nRows outside the deletion set that only this user's rows reference: listed in "
+                   "`orphans.csv` for the clean-up job (with the columns named in `erase.orphan_columns`), "
+                   "and deleted in the final transaction when `erase.orphans` is `delete`."),
+            ("code", "erase_run.orphans_frame(outcome.predicted_orphans) if outcome else None"),
+            ("md", "## Erase\nOnly when `confirm` is true and nothing blocks: the batches, then the user and "
+                   "its remaining rows in one transaction that commits only when, together with the batches, "
+                   "every table changed by exactly the preview's counts (read from `pg_stat_xact_user_tables`, "
+                   "without reading any table). A crash between batches is finished by running this again."),
+            ("code", "if outcome and confirm and outcome.ok:\n"
+                     "    outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=True,\n"
+                     "                                   evidence_dir=ctx.run_dir)\n"
+                     "    display(erase_run.transactions_frame(outcome.erasure))\n"
+                     "else:\n"
+                     "    print('not erased: ' + ('confirm is false' if outcome and not confirm else\n"
+                     "                            'blocked' if outcome else 'no user'))"),
+            ("md", "## Proof and receipt\nEach table's deleted and detached counts against the preview, a "
+                   "lookup by key of every predicted row, and the receipt's folder (counts and key hashes, no "
+                   "column value of the user)."),
+            ("code", "if outcome and outcome.proof:\n"
+                     "    display(erase_run.proof_frame(outcome.proof))\n"
+                     "    print(f'receipt: {outcome.evidence}')\n"
+                     "conn.close()"),
+            ("md", "## Verdict"),
+            ("code", 'print(ctx.verdict("erase", outcome is None or outcome.ok, outcome.message if outcome '
+                     'else "no user given"))'),
+        ],
+        extra_parameters='\nerase_user_id = None        # the key of the user to erase\n'
+                         'confirm = False             # delete only when true'),
 }
 
 

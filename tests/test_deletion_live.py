@@ -302,3 +302,56 @@ def test_the_image_board_demo_rehearsed_with_its_decisions_passes(make_db: Any) 
         assert run.ok, run.message
         assert run.proof is not None and sum(d["detached"] for d in run.proof.detached.values()) > 0
         assert count(conn, "SELECT count(*) FROM users WHERE id = 0") == 0  # the rehearsal's ghost: rolled back
+
+
+def test_a_second_user_s_rows_on_the_test_user_s_rows_are_shown_and_proven(board: Any) -> None:
+    _dsn, conn = board
+    snap = catalog.inspect(conn, "public", "users")
+    run = tu.run_test_user(conn, snap, second_user=True)
+    assert run.ok, run.message
+    other = run.second_user
+    assert other is not None and other.user is not None and other.user_found == "there"
+    fate = {r.row.table[1]: r.planned for r in other.rows}
+    # a comment, a vote and a flag by someone else on the test user's post go with the post; the other
+    # user's own post that the test user approved stays, detached from its approver
+    assert fate == {"posts": "detached", "comments": "deleted", "votes": "deleted", "flags": "deleted"}
+    assert all(r.ok for r in other.rows)
+    assert ("another user's rows on the test user's: 3 deleted (public.comments, public.flags, public.votes), "
+            "1 detached (public.posts)") in run.message
+    assert count(conn, "SELECT count(*) FROM users") == 300  # both rolled back
+
+
+def test_a_second_users_row_treated_otherwise_than_planned_fails_and_is_named(board: Any) -> None:
+    """A trigger removes the other user's detached post: the counters and the key lookup both see it."""
+    _dsn, conn = board
+    conn.execute("""
+        CREATE FUNCTION drop_unapproved() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.approver_id IS NULL AND OLD.approver_id IS NOT NULL THEN
+            DELETE FROM posts WHERE id = NEW.id; END IF; RETURN NULL; END $$;
+        CREATE TRIGGER drop_unapproved AFTER UPDATE OF approver_id ON posts
+            FOR EACH ROW EXECUTE FUNCTION drop_unapproved();
+    """)
+    run = tu.run_test_user(conn, catalog.inspect(conn, "public", "users"), second_user=True)
+    assert not run.ok
+    assert "public.posts" in run.message and "the preview said detached, the database shows it gone" in run.message
+
+
+def test_a_lock_released_meanwhile_is_retried_with_nothing_held_between_attempts(board: Any) -> None:
+    dsn, conn = board
+    snap = catalog.inspect(conn, "public", "users")
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(0.6, holder.rollback)
+    release.start()
+    try:
+        run = tu.run_test_user_retrying(conn, snap, attempts=6, backoff=0.2, timeouts=tu.Timeouts("30s", "100ms"))
+    finally:
+        release.join()
+        holder.close()
+    assert run.ok, run.message
+    assert any(n.startswith("lock_timeout: done at attempt") for n in run.notes)
+    with psycopg.connect(dsn) as other:  # and once more, with the lock never released: the error surfaces
+        other.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            tu.run_test_user_retrying(conn, snap, attempts=2, backoff=0.05, timeouts=tu.Timeouts("30s", "100ms"))
+

@@ -234,3 +234,20 @@ def test_a_real_users_preview_shows_other_users_rows_it_would_remove(make_db: An
     assert sum(c.rows for c in comments) == others_deleted >= others_comments > 0
     assert not [c for c in new if c.effect == "deleted"], [c.text for c in new]
     assert any(c.effect.startswith("detached") for c in new)
+
+
+def test_a_rehearsal_refuses_while_another_run_holds_the_lock(make_db: Any, tmp_path: Path) -> None:
+    from runbook_lib import execute
+    from runbook_lib.errors import PreflightFailed
+
+    dsn = make_db(BOARD)
+    ctx = new_ctx(dsn, tmp_path, **board_values(dry_run=True, test_user={"rehearse": True}))
+    steps.inspect(ctx)
+    before = fk_state(dsn)
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [execute.ADVISORY_LOCK_KEY])
+        with pytest.raises(PreflightFailed, match="another runbook run is changing this database"):
+            steps.test_user(ctx)
+    outcome = steps.test_user(ctx)  # the lock released: the rehearsal runs, and rolls back
+    assert outcome.rehearsal and outcome.ok, outcome.message
+    assert fk_state(dsn) == before

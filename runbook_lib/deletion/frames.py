@@ -8,6 +8,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..catalog import TableKey, qualname
+from .second_user import SecondUser
 from .common import _key_text
 from .orphans import Orphans
 from .preview import Preview
@@ -52,8 +53,15 @@ def blockers_frame(preview: Preview) -> pd.DataFrame:
 
 
 def proof_frame(proof: Proof) -> pd.DataFrame:
-    return pd.DataFrame(proof.counts, columns=["table", "in deletion set", "before", "after", "expected change",
-                                               "change", "status"])
+    return pd.DataFrame(proof.counts, columns=["table", "in deletion set", "deleted", "expected deleted", "updated",
+                                               "expected updated", "inserted", "status"])
+
+
+def second_user_frame(second: SecondUser | None) -> pd.DataFrame:
+    rows = [{"table": qualname(r.row.table), "key": _key_text(r.row.key), "owner": r.owner_fk,
+             "on the test user's rows via": ", ".join(r.hangs_off), "planned": r.planned, "found": r.found}
+            for r in (second.rows if second else [])]
+    return pd.DataFrame(rows, columns=["table", "key", "owner", "on the test user's rows via", "planned", "found"])
 
 
 def orphans_frame(found: Sequence[Orphans]) -> pd.DataFrame:

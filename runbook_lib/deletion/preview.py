@@ -15,8 +15,8 @@ from ..catalog import ForeignKey, TableKey, qualname
 from ..errors import RunbookError
 from ..graph import deletion_set
 from .columns import ColumnCatalog, parent_key_columns, read_column_catalog
-from .common import (Identity, Text, Timeouts, set_timeouts, _chunks, _identity_of, _in_transaction, _key_text, _match, _read_fks,
-                     _select_list, _table)
+from .common import (Identity, Text, Timeouts, _chunks, _identity_of, _in_transaction, _key_text, _match,
+                     _read_fks, _select_list, _table, set_timeouts)
 from .values import _as_text
 
 
@@ -169,6 +169,41 @@ class _Walker:
             found.update(self.fetch(fk.child, cond, params, only=True))
         return found
 
+    def outcome(self, referencing: Mapping[str, dict[Identity, PreviewRow]],
+                deleted: Mapping[TableKey, dict[Identity, PreviewRow]]
+                ) -> tuple[dict[str, Detached], list[Blocker], dict[TableKey, int]]:
+        """The rows non-cascading edges reach: detached (SET NULL/DEFAULT), blocking, or also deleted."""
+        detached: dict[str, Detached] = {}
+        maybe_updated: dict[TableKey, int] = defaultdict(int)
+        blockers: list[Blocker] = []
+        by_key = {fk.key: fk for fk in self.fks}
+        for fk_key, refs in referencing.items():
+            fk = by_key[fk_key]
+            rule = self.rules[fk_key]
+            gone = deleted.get(fk.child, {})
+            kept = {i: r for i, r in refs.items() if i not in gone}
+            if rule in ("SET NULL", "SET DEFAULT"):
+                columns = fk.delete_set_columns or fk.columns
+                not_null = [c for c, nn in zip(fk.columns, fk.columns_not_null) if nn and c in columns]
+                if rule == "SET NULL" and not_null and kept:
+                    blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, "SET NULL on NOT NULL "
+                                            + ", ".join(not_null), len(kept), True,
+                                            [r.values for r in list(kept.values())[:5]]))
+                if kept:
+                    detached[fk_key] = Detached(fk_key, fk.child, rule, tuple(columns), kept)
+                for i, r in refs.items():
+                    if i in gone:
+                        maybe_updated[r.leaf] += 1
+                continue
+            if kept:
+                blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, rule, len(kept), True,
+                                        [r.values for r in list(kept.values())[:5]]))
+            also = len(refs) - len(kept)
+            if also:
+                blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, rule, also, False,
+                                        [r.values for i, r in refs.items() if i in gone][:5]))
+        return detached, blockers, dict(maybe_updated)
+
     def walk(self, user_key: Mapping[str, Text]) -> Preview:
         started = time.perf_counter()
         meta = self.cat.meta(self.parent)
@@ -199,42 +234,15 @@ class _Walker:
                         queue.append((fk.child, list(fresh.values())))
                 else:
                     referencing[fk.key].update(children)
-        detached: dict[str, Detached] = {}
-        maybe_updated: dict[TableKey, int] = defaultdict(int)
-        blockers: list[Blocker] = []
+        detached, blockers, maybe_updated = self.outcome(referencing, deleted)
         by_key = {fk.key: fk for fk in self.fks}
-        for fk_key, refs in referencing.items():
-            fk = by_key[fk_key]
-            rule = self.rules[fk_key]
-            gone = deleted.get(fk.child, {})
-            kept = {i: r for i, r in refs.items() if i not in gone}
-            if rule in ("SET NULL", "SET DEFAULT"):
-                columns = fk.delete_set_columns or fk.columns
-                not_null = [c for c, nn in zip(fk.columns, fk.columns_not_null) if nn and c in columns]
-                if rule == "SET NULL" and not_null and kept:
-                    blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, "SET NULL on NOT NULL "
-                                            + ", ".join(not_null), len(kept), True,
-                                            [r.values for r in list(kept.values())[:5]]))
-                if kept:
-                    detached[fk_key] = Detached(fk_key, fk.child, rule, tuple(columns), kept)
-                for i, r in refs.items():
-                    if i in gone:
-                        maybe_updated[r.leaf] += 1
-                continue
-            if kept:
-                blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, rule, len(kept), True,
-                                        [r.values for r in list(kept.values())[:5]]))
-            also = len(refs) - len(kept)
-            if also:
-                blockers.append(Blocker(fk.key, fk.name, fk.child, fk.parent, rule, also, False,
-                                        [r.values for i, r in refs.items() if i in gone][:5]))
         unindexed = [by_key[k] for k in sorted(walked) if not by_key[k].indexed]
         return Preview(
             parent=self.parent, user_key=dict(user_key), found=bool(first), rules=dict(self.rules),
             deleted={t: r for t, r in deleted.items() if r}, detached=detached, blockers=blockers,
             unindexed=unindexed, via=dict(via), foreign_keys=tuple(self.fks), catalog=self.cat,
             queries=self.queries, seconds=round(time.perf_counter() - started, 3),
-            maybe_updated=dict(maybe_updated))
+            maybe_updated=maybe_updated)
 
 
 def _user_key(conn: psycopg.Connection[Any], parent: TableKey, user_key: Mapping[str, Any] | Any) -> dict[str, Text]:

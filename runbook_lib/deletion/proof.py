@@ -81,14 +81,14 @@ def _xact_counters(conn: psycopg.Connection[Any]) -> Counters:
 
 
 @dataclass
-class _Expected:
+class Expected:
     deleted: dict[TableKey, int]
     updated: dict[TableKey, int]
     maybe_updated: dict[TableKey, int]
     tables: set[TableKey]
 
 
-def _expected(preview_: Preview) -> _Expected:
+def _expected(preview_: Preview) -> Expected:
     updated: dict[TableKey, int] = defaultdict(int)
     for d in preview_.detached.values():
         for row in d.rows.values():
@@ -96,10 +96,10 @@ def _expected(preview_: Preview) -> _Expected:
     cat = preview_.catalog
     dset = deletion_set(preview_.foreign_keys, preview_.parent)
     tables = {leaf for leaf, root, _kind in cat.relations.values() if root in dset or leaf in dset}
-    return _Expected(preview_.leaf_deleted_counts(), dict(updated), dict(preview_.maybe_updated), tables)
+    return Expected(preview_.leaf_deleted_counts(), dict(updated), dict(preview_.maybe_updated), tables)
 
 
-def _compare(cat: ColumnCatalog, before: Counters, after: Counters, want: _Expected,
+def compare_counters(cat: ColumnCatalog, before: Counters, after: Counters, want: Expected,
              proof: Proof) -> None:
     """Per table, what the statement did against what the preview said; fills the proof's lists."""
     for relid in sorted(set(after), key=lambda r: cat.leaf(r)):
@@ -218,7 +218,7 @@ def _prove(conn: psycopg.Connection[Any], synthesis: Synthesis | None, preview_:
     after = _xact_counters(conn)
     proof = Proof(True, "", description)
     want = _expected(preview_)
-    _compare(preview_.catalog, before, after, want, proof)
+    compare_counters(preview_.catalog, before, after, want, proof)
     proof.survivors = _survivors(conn, preview_)
     _detached(conn, preview_, proof)
     proof.unreached = _unreached(synthesis, preview_)
@@ -231,7 +231,7 @@ def _prove(conn: psycopg.Connection[Any], synthesis: Synthesis | None, preview_:
     return proof
 
 
-def _message(proof: Proof, preview_: Preview, want: _Expected, extra: list[str], strict: bool) -> str:
+def _message(proof: Proof, preview_: Preview, want: Expected, extra: list[str], strict: bool) -> str:
     if proof.ok:
         text = (f"PASS: {proof.action}: {sum(want.deleted.values())} row(s) in {len(preview_.deleted_counts())} "
                 f"table(s) deleted as previewed, none left")
@@ -255,7 +255,8 @@ def delete_and_prove(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesi
     detached, so no other row was deleted or changed, whatever other sessions do meanwhile; key lookups
     then show every listed row gone and every detached row kept. Every synthesized row was deleted or
     kept-and-detached. Rows inserted outside the deletion set (an audit trigger's log) are listed in
-    ``side_effects``; they fail the proof only with ``strict_other_tables``. A failing DELETE is in ``Proof.failure``, not raised.
+    ``side_effects``; they fail the proof only with ``strict_other_tables``. A failing DELETE is in
+    ``Proof.failure``, not raised.
     """
     _require_transaction(conn, "delete_and_prove")
     parent = preview.parent

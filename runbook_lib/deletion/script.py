@@ -43,6 +43,90 @@ def script_params(user_key_columns: Sequence[str], user_key: Mapping[str, Any] |
     return {c: user_key[c] for c in user_key_columns}
 
 
+class _Script:
+    """The sub-selects that name one user's rows of each table through the deleting edges."""
+
+    def __init__(self, snapshot: Snapshot, user_key_columns: Sequence[str], rules: Mapping[str, str]) -> None:
+        self.snapshot = snapshot
+        self.parent = snapshot.parent
+        self.fks = list(snapshot.foreign_keys)
+        self.dset = deletion_set(self.fks, self.parent)
+        self.rules = rules
+        self.deleting: dict[TableKey, list[ForeignKey]] = defaultdict(list)
+        for fk in self.fks:
+            if rules.get(fk.key) == "CASCADE" and is_ownership(fk, self.dset):
+                self.deleting[fk.child].append(fk)
+        self.key = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(_ident(c), p) for c, p in
+                                         zip(user_key_columns, _key_placeholders(user_key_columns)))
+        self.memo: dict[TableKey, sql.Composable | None] = {}
+
+    def target(self, table: TableKey) -> sql.Composable:
+        # What an FK action would reach: ONLY a plain table's own rows, not its inheritance children's.
+        info = self.snapshot.table(table)
+        plain = table != self.parent and (info is None or info.kind == "r")
+        return sql.SQL("ONLY {}").format(_table(table)) if plain else _table(table)
+
+    def condition(self, table: TableKey) -> sql.Composable | None:
+        """Which rows of ``table`` belong to the user (None: none do, through deleting edges)."""
+        if table not in self.memo:
+            if table == self.parent:
+                self.memo[table] = self.key
+            else:
+                parts = []
+                for fk in sorted(self.deleting.get(table, []), key=lambda f: f.key):
+                    sub = self.rows_of(fk.parent, fk.ref_columns)
+                    if sub is not None:
+                        parts.append(sql.SQL("({}) IN ({})").format(
+                            sql.SQL(", ").join(_ident(c) for c in fk.columns), sub))
+                self.memo[table] = sql.SQL(" OR ").join(parts) if parts else None
+        return self.memo[table]
+
+    def rows_of(self, table: TableKey, columns: Sequence[str]) -> sql.Composable | None:
+        cond = self.condition(table)
+        if cond is None:
+            return None
+        return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            sql.SQL(", ").join(_ident(c) for c in columns), self.target(table), cond)
+
+    def updates(self) -> list[sql.Composed]:
+        statements = []
+        for fk in sorted(self.fks, key=lambda f: (self.dset.get(f.child, 0), f.key)):
+            rule = self.rules.get(fk.key)
+            sub = self.rows_of(fk.parent, fk.ref_columns) if fk.parent in self.dset else None
+            if rule not in ("SET NULL", "SET DEFAULT") or sub is None:
+                continue
+            value = sql.SQL("NULL" if rule == "SET NULL" else "DEFAULT")
+            statements.append(sql.SQL("UPDATE {} SET {} WHERE ({}) IN ({})").format(
+                self.target(fk.child),
+                sql.SQL(", ").join(sql.SQL("{} = {}").format(_ident(c), value)
+                                   for c in fk.delete_set_columns or fk.columns),
+                sql.SQL(", ").join(_ident(c) for c in fk.columns), sub))
+        return statements
+
+    def deletes(self) -> list[sql.Composed]:
+        """Children before parents: a table goes once nothing still to be deleted references it."""
+        tables = [t for t in self.dset if self.condition(t) is not None]
+        blocks: dict[TableKey, set[TableKey]] = defaultdict(set)
+        for fk in self.fks:
+            if fk.child in tables and fk.parent in tables and fk.child != fk.parent \
+                    and self.rules.get(fk.key) not in ("SET NULL", "SET DEFAULT"):
+                blocks[fk.parent].add(fk.child)
+        statements = []
+        remaining = set(tables)
+        while remaining:
+            ready = sorted((t for t in remaining if not (blocks[t] & remaining)), key=lambda t: (-self.dset[t], t))
+            if not ready:
+                ready = [max(remaining, key=lambda t: (self.dset[t], t))]
+                logger.warning("ordered delete: a cycle of NOT NULL foreign keys at %s; its order may fail",
+                               qualname(ready[0]))
+            for table in ready:
+                cond = self.condition(table)
+                assert cond is not None
+                statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(self.target(table), cond))
+                remaining.discard(table)
+        return statements
+
+
 def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *,
                           params: Any = None) -> list[sql.Composed]:
     """The explicit statements that delete one user where FKs do not cascade.
@@ -50,82 +134,11 @@ def ordered_delete_script(snapshot: Snapshot, user_key_columns: Sequence[str], *
     First ``UPDATE … SET col = NULL`` for the FKs the policy sets to NULL (this breaks cycles such as
     chat_sessions.last_message_id), then a ``DELETE`` per table, children before parents, each keyed
     from the user's id through the ownership chain with sub-selects. Placeholders: ``%(user_id)s`` for
-    a one-column key, ``%(<column>)s`` for each column of a composite key.
+    a one-column key, ``%(<column>)s`` for each column of a composite key. Plain tables are named with
+    ONLY, as an FK action reaches them.
     """
-    parent = snapshot.parent
-    fks = list(snapshot.foreign_keys)
-    dset = deletion_set(fks, parent)
-    rules = script_rules(snapshot, params)
-    deleting: dict[TableKey, list[ForeignKey]] = defaultdict(list)
-    for fk in fks:
-        if fk.key in rules and rules[fk.key] == "CASCADE" and is_ownership(fk, dset):
-            deleting[fk.child].append(fk)
-    placeholders = _key_placeholders(user_key_columns)
-
-    def target(table: TableKey) -> sql.Composable:
-        # What an FK action would reach: ONLY a plain table's own rows, not its inheritance children's.
-        info = snapshot.table(table)
-        plain = table != parent and (info is None or info.kind == "r")
-        return sql.SQL("ONLY {}").format(_table(table)) if plain else _table(table)
-    memo: dict[TableKey, sql.Composable | None] = {}
-
-    def condition(table: TableKey) -> sql.Composable | None:
-        """Which rows of ``table`` belong to the user (None: none do, through deleting edges)."""
-        if table in memo:
-            return memo[table]
-        if table == parent:
-            memo[table] = sql.SQL(" AND ").join(
-                sql.SQL("{} = {}").format(_ident(c), p) for c, p in zip(user_key_columns, placeholders))
-            return memo[table]
-        parts = []
-        for fk in sorted(deleting.get(table, []), key=lambda f: f.key):
-            sub = rows_of(fk.parent, fk.ref_columns)
-            if sub is not None:
-                parts.append(sql.SQL("({}) IN ({})").format(
-                    sql.SQL(", ").join(_ident(c) for c in fk.columns), sub))
-        memo[table] = sql.SQL(" OR ").join(parts) if parts else None
-        return memo[table]
-
-    def rows_of(table: TableKey, columns: Sequence[str]) -> sql.Composable | None:
-        cond = condition(table)
-        if cond is None:
-            return None
-        return sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(_ident(c) for c in columns), target(table), cond)
-
-    statements: list[sql.Composed] = []
-    for fk in sorted(fks, key=lambda f: (dset.get(f.child, 0), f.key)):
-        rule = rules.get(fk.key)
-        if rule not in ("SET NULL", "SET DEFAULT") or fk.parent not in dset:
-            continue
-        sub = rows_of(fk.parent, fk.ref_columns)
-        if sub is None:
-            continue
-        value = sql.SQL("NULL" if rule == "SET NULL" else "DEFAULT")
-        columns = fk.delete_set_columns or fk.columns
-        statements.append(sql.SQL("UPDATE {} SET {} WHERE ({}) IN ({})").format(
-            target(fk.child), sql.SQL(", ").join(sql.SQL("{} = {}").format(_ident(c), value) for c in columns),
-            sql.SQL(", ").join(_ident(c) for c in fk.columns), sub))
-    # children before parents: a table goes once nothing still to be deleted references it
-    tables = [t for t in dset if condition(t) is not None]
-    blocks: dict[TableKey, set[TableKey]] = defaultdict(set)
-    for fk in fks:
-        if fk.child in tables and fk.parent in tables and fk.child != fk.parent \
-                and rules.get(fk.key) not in ("SET NULL", "SET DEFAULT"):
-            blocks[fk.parent].add(fk.child)
-    remaining = set(tables)
-    while remaining:
-        ready = sorted((t for t in remaining if not (blocks[t] & remaining)), key=lambda t: (-dset[t], t))
-        if not ready:
-            ready = [max(remaining, key=lambda t: (dset[t], t))]
-            logger.warning("ordered delete: a cycle of NOT NULL foreign keys at %s; its order may fail",
-                           qualname(ready[0]))
-        for table in ready:
-            cond = condition(table)
-            assert cond is not None
-            statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(target(table), cond))
-            remaining.discard(table)
-    return statements
+    script = _Script(snapshot, user_key_columns, script_rules(snapshot, params))
+    return script.updates() + script.deletes()
 
 
 def prove_ordered_delete(conn: psycopg.Connection[Any], snapshot: Snapshot, synthesis: Synthesis, *,

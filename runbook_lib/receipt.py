@@ -1,0 +1,180 @@
+"""The evidence of an erasure: a private run folder with a machine-readable and a human receipt.
+
+Nothing in it is a column value of the erased user: tables hold counts, the deleted rows appear only
+as SHA-256 hashes of their keys, and the user's own key is written as it is unless ``erase.hash_keys``
+asks for a salted hash (HMAC-SHA-256). The salt is never written: it is ``RUNBOOK_ERASE_SALT`` when the
+operator keeps one (then a later lookup of "was user 42 erased?" can recompute the hash), else a random
+one that is discarded (the hashes then only tie the receipt's entries together).
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import hmac
+import html
+import io
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .erase import Erasure, expected_counts
+from .erase_plan import ErasePlan, Identity, OrphanRow
+from .erase_proof import EraseProof
+from .evidence import new_run_id, write_manifest
+from .model import qualname
+from .params import Parameters
+
+SALT_ENV = "RUNBOOK_ERASE_SALT"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md_escape(text: object) -> str:
+    """Text that Markdown shows literally: its markup characters escaped, HTML's special characters too."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True)).replace("\n", " ")
+
+
+class KeyHasher:
+    """SHA-256 of a row's key (table + key values); salted (HMAC) when ``salted``."""
+
+    def __init__(self, salted: bool) -> None:
+        self.salted = salted
+        given = os.environ.get(SALT_ENV, "")
+        self.salt = given.encode() if given else secrets.token_bytes(32)
+        self.salt_note = ("none: plain SHA-256" if not salted else
+                          f"HMAC-SHA-256 with the salt in {SALT_ENV}, kept by the operator, not here" if given
+                          else "HMAC-SHA-256 with a random salt that was discarded (not stored anywhere)")
+
+    def __call__(self, table: str, identity: Sequence[str | None]) -> str:
+        data = json.dumps([table, list(identity)], separators=(",", ":")).encode()
+        if self.salted:
+            return hmac.new(self.salt, data, hashlib.sha256).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+
+def _private_write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def new_folder(evidence_dir: str | os.PathLike[str]) -> Path:
+    base = Path(evidence_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    folder = base.resolve() / new_run_id("-erase")
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def orphans_csv(rows: Iterable[OrphanRow], action: str) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["table", "key_columns", "key", "values", "referenced_by", "action"])
+    for o in rows:
+        writer.writerow([qualname(o.table), json.dumps(list(o.columns)), json.dumps(list(o.key)),
+                         json.dumps(o.values, sort_keys=True), " ".join(o.referenced_by), action])
+    return buf.getvalue()
+
+
+def _table_keys(plan: ErasePlan, hasher: KeyHasher) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for table, rows in sorted(plan.preview.deleted.items()):
+        name = qualname(table)
+        keys[name] = sorted(hasher(name, identity) for identity in rows)
+    return keys
+
+
+def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server: Mapping[str, Any],
+                 started: float, hasher: KeyHasher) -> dict[str, Any]:
+    preview = erasure.plan.preview
+    want_del, want_upd = expected_counts(preview)
+    parent = qualname(preview.parent)
+    user_hash = hasher(parent, tuple(preview.user_key.values()))
+    key_hashes = _table_keys(erasure.plan, hasher)
+    return {
+        "kind": "erasure",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "operator": getpass.getuser(),
+        "database": {k: server.get(k) for k in ("database", "system_identifier", "server_version")},
+        "parent": parent,
+        "user": {"key_columns": list(preview.user_key),
+                 "key": None if params.erase["hash_keys"] else dict(preview.user_key),
+                 "key_sha256": user_hash, "hashing": hasher.salt_note},
+        "ok": proof.ok,
+        "proof": proof.to_dict(),
+        "batch_rows": erasure.plan.batch_rows,
+        "tables": [{"table": t, "deleted": want_del.get(t, 0), "detached": want_upd.get(t, 0)}
+                   for t in sorted(set(want_del) | set(want_upd))],
+        "transactions": [t.to_dict() for t in erasure.transactions],
+        "longest_transaction_seconds": erasure.longest,
+        "total_seconds": erasure.seconds,
+        "orphans": {"mode": params.erase["orphans"], "rows": len(erasure.orphans),
+                    "deleted": erasure.orphans_deleted},
+        "deleted_keys_sha256": key_hashes,
+    }
+
+
+def _markdown(data: Mapping[str, Any]) -> str:
+    user = data["user"]
+    who = (", ".join(f"{md_escape(k)} = {md_escape(v)}" for k, v in user["key"].items()) if user["key"]
+           else f"key hash {md_escape(user['key_sha256'])}")
+    lines = [
+        "# Erasure receipt", "",
+        f"- **Result:** {'erased, proof passed' if data['ok'] else 'NOT COMPLETE, proof failed'}",
+        f"- **Account:** {md_escape(data['parent'])} ({who})",
+        f"- **When:** {md_escape(data['started'])} to {md_escape(data['finished'])} (UTC)",
+        f"- **By:** {md_escape(data['operator'])}",
+        f"- **Database:** {md_escape(data['database'].get('database'))} (system identifier "
+        f"{md_escape(data['database'].get('system_identifier'))}, PostgreSQL "
+        f"{md_escape(data['database'].get('server_version'))})",
+        f"- **Transactions:** {len(data['transactions'])}, the longest "
+        f"{md_escape(data['longest_transaction_seconds'])} s",
+        f"- **Orphans:** {md_escape(data['orphans']['rows'])} row(s), "
+        f"{'deleted' if data['orphans']['deleted'] else 'listed in orphans.csv'}",
+        f"- **Proof:** {md_escape(data['proof']['message'])}", "",
+        "| table | rows removed | rows detached |", "|---|---:|---:|",
+    ]
+    lines += [f"| {md_escape(t['table'])} | {t['deleted']} | {t['detached']} |" for t in data["tables"]]
+    lines += ["", "Deleted rows appear in receipt.json only as SHA-256 hashes of their keys "
+              f"({md_escape(user['hashing'])}).", ""]
+    return "\n".join(lines)
+
+
+def _html(data: Mapping[str, Any]) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(str(t['table']))}</td><td>{t['deleted']}</td><td>{t['detached']}</td></tr>"
+                   for t in data["tables"])
+    user = data["user"]
+    who = (", ".join(f"{e(str(k))} = {e(str(v))}" for k, v in user["key"].items()) if user["key"]
+           else f"key hash {e(str(user['key_sha256']))}")
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Erasure receipt</title></head><body>"
+            f"<h1>Erasure receipt</h1><p><b>{'Erased, proof passed' if data['ok'] else 'NOT COMPLETE'}</b></p>"
+            f"<p>Account {e(str(data['parent']))} ({who}); {e(str(data['started']))} to "
+            f"{e(str(data['finished']))} UTC; by {e(str(data['operator']))}; database "
+            f"{e(str(data['database'].get('database')))}.</p><p>{e(str(data['proof']['message']))}</p>"
+            "<table><tr><th>table</th><th>rows removed</th><th>rows detached</th></tr>" + rows
+            + "</table></body></html>\n")
+
+
+def write(evidence_dir: str | os.PathLike[str], erasure: Erasure, proof: EraseProof, params: Parameters,
+          server: Mapping[str, Any], started: float) -> Path:
+    """The run folder: receipt.json, receipt.md, receipt.html, orphans.csv and manifest.json (all 0600)."""
+    folder = new_folder(evidence_dir)
+    hasher = KeyHasher(bool(params.erase["hash_keys"]))
+    data = receipt_data(erasure, proof, params, server, started, hasher)
+    action = "deleted" if erasure.orphans_deleted else "reported"
+    _private_write(folder / "receipt.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    _private_write(folder / "receipt.md", _markdown(data))
+    _private_write(folder / "receipt.html", _html(data))
+    _private_write(folder / "orphans.csv", orphans_csv(erasure.orphans, action))
+    write_manifest(folder, {"kind": "erasure", "run_id": folder.name, "ok": proof.ok,
+                            "started": data["started"], "finished": data["finished"], "server": dict(server)})
+    os.chmod(folder / "manifest.json", 0o600)
+    return folder

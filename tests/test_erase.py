@@ -1,0 +1,289 @@
+"""Erasing a real user against a real PostgreSQL: dry runs, batches, a crash between batches, refusals,
+the proof, the orphans and a receipt that holds none of the user's values."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+
+from runbook_lib import params as params_mod
+from runbook_lib.erase_run import EraseOutcome, erase_user
+from runbook_lib.errors import ParameterError
+from tests.conftest import sql_file
+
+HEAVY = "918273"
+EMAIL = "erin.quartz-7f3a@example.org"
+RULES = {"comments.post_id": "CASCADE", "moderation_notes.post_id": "CASCADE"}
+TABLES = ("users", "posts", "comments", "events", "moderation_notes", "media", "audit_log")
+
+
+def params(**erase: Any) -> params_mod.Parameters:
+    settings = {"batch_rows": 1000, "orphan_columns": ["media.storage_key"], **erase}
+    return params_mod.validate({"parent_table": "users", "rules": RULES, "erase": settings})
+
+
+@pytest.fixture
+def db(make_db: Any) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    dsn = make_db(sql_file("erase_social.sql"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield dsn, conn
+
+
+def keys(conn: psycopg.Connection[Any]) -> dict[str, set[tuple[Any, ...]]]:
+    """Every table's rows as (id, the columns an erasure may change): what "intact" is compared by."""
+    queries = {
+        "users": "SELECT id FROM users", "posts": "SELECT id, user_id FROM posts",
+        "comments": "SELECT id FROM comments", "events": "SELECT id FROM events",
+        "moderation_notes": "SELECT id, reviewer_id FROM moderation_notes", "media": "SELECT id FROM media",
+        "audit_log": "SELECT row_id FROM audit_log"}
+    return {t: {tuple(r) for r in conn.execute(q).fetchall()} for t, q in queries.items()}
+
+
+def users_rows(conn: psycopg.Connection[Any]) -> dict[str, set[tuple[Any, ...]]]:
+    """The keys of the heavy user's rows (and of others' rows that hang off them), before the erasure."""
+    q = {
+        "users": "SELECT id FROM users WHERE id = %(u)s",
+        "posts": "SELECT id, user_id FROM posts WHERE user_id = %(u)s",
+        "comments": "SELECT c.id FROM comments c LEFT JOIN posts p ON p.id = c.post_id "
+                    "WHERE c.author_id = %(u)s OR p.user_id = %(u)s",
+        "events": "SELECT id FROM events WHERE user_id = %(u)s",
+        "moderation_notes": "SELECT n.id, n.reviewer_id FROM moderation_notes n JOIN posts p ON p.id = n.post_id "
+                            "WHERE p.user_id = %(u)s"}
+    return {t: {tuple(r) for r in conn.execute(s, {"u": int(HEAVY)}).fetchall()} for t, s in q.items()}
+
+
+def assert_erased(conn: psycopg.Connection[Any], before: dict[str, set[tuple[Any, ...]]],
+                  owned: dict[str, set[tuple[Any, ...]]], *, orphans_deleted: bool) -> None:
+    after = keys(conn)
+    for table, rows in owned.items():
+        assert after[table] & rows == set(), table
+    for table in ("users", "posts", "comments", "events"):
+        assert after[table] == before[table] - owned[table], table
+    notes_kept = {(i, None if r == int(HEAVY) else r) for i, r in before["moderation_notes"] - owned["moderation_notes"]}
+    assert after["moderation_notes"] == notes_kept  # others' notes kept; the reviewer column detached
+    orphaned = {(i,) for i in range(1, 11)}
+    assert after["media"] == (before["media"] - orphaned if orphans_deleted else before["media"])
+    assert len(after["audit_log"]) == len(before["audit_log"]) + 30  # the trigger ran, once per post
+
+
+def test_without_confirm_nothing_changes_and_the_preview_shows_batches_and_orphans(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    before = keys(conn)
+    outcome = erase_user(conn, params(), HEAVY, confirm=False, evidence_dir=tmp_path / "ev")
+    assert outcome.ok and outcome.erasure is None and not outcome.preflight
+    assert outcome.plan is not None
+    assert [b.table for b in outcome.plan.batched] == [("public", "events")]
+    assert len(outcome.plan.batched[0].batches(1000)) == 25
+    assert outcome.plan.preview.deleted_counts()[("public", "comments")] == 140
+    assert sorted(int(str(o.key[0])) for o in outcome.predicted_orphans) == list(range(1, 11))  # media 11 is shared
+    assert all(o.values["storage_key"].startswith("blob/") for o in outcome.predicted_orphans)  # type: ignore[union-attr]
+    assert keys(conn) == before
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("mode", ["report", "delete"])
+def test_confirm_erases_the_user_in_batches_with_proof_and_leaves_others_intact(db: Any, tmp_path: Path,
+                                                                               mode: str) -> None:
+    _dsn, conn = db
+    before, owned = keys(conn), users_rows(conn)
+    outcome = erase_user(conn, params(orphans=mode), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert outcome.proof is not None and outcome.proof.ok, outcome.proof and outcome.proof.message
+    assert outcome.erasure is not None
+    batches = [t for t in outcome.erasure.transactions if t.kind == "batch"]
+    assert len(batches) == 25 and all(t.keys == 1000 and t.deleted == {"public.events": 1000} for t in batches)
+    final = outcome.erasure.transactions[-1]
+    assert final.kind == "final" and "public.events" not in final.deleted
+    assert outcome.proof.inserted == {"public.audit_log": 30}  # reported, not a failure
+    assert_erased(conn, before, owned, orphans_deleted=mode == "delete")
+    assert outcome.evidence is not None
+    csv_text = (outcome.evidence / "orphans.csv").read_text()
+    assert csv_text.count("blob/") == 10 and csv_text.count(mode + "ed" if mode == "report" else "deleted") == 10
+
+
+def test_a_crash_between_batches_is_finished_by_a_rerun(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    before, owned = keys(conn), users_rows(conn)
+
+    def crash(done: int) -> None:
+        if done == 7:
+            raise KeyboardInterrupt("killed after 7 batches")
+
+    with pytest.raises(KeyboardInterrupt):
+        erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path, after_batch=crash)
+    left = conn.execute("SELECT count(*) FROM events WHERE user_id = %(u)s", {"u": int(HEAVY)}).fetchone()
+    assert left is not None and left[0] == 25000 - 7000  # whole batches only, the user still there
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (1,)
+    rerun = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
+    assert rerun.erasure is not None
+    assert sum(1 for t in rerun.erasure.transactions if t.kind == "batch") == 18
+    assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_an_unindexed_fk_on_a_big_table_refuses_with_the_index_that_fixes_it(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    conn.execute("DROP INDEX events_user_id_idx")
+    before = keys(conn)
+    outcome = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path / "ev")
+    assert not outcome.ok and outcome.erasure is None
+    assert outcome.plan is not None and len(outcome.plan.refused) == 1
+    assert "CREATE INDEX CONCURRENTLY" in outcome.plan.refused[0] and "public.events" in outcome.plan.refused[0]
+    assert keys(conn) == before and not (tmp_path / "ev").exists()
+    allowed = erase_user(conn, params(allow_unindexed=True), HEAVY, confirm=True, evidence_dir=tmp_path / "ev")
+    assert allowed.proof is not None and allowed.proof.ok
+
+
+def test_an_fk_not_as_the_policy_wants_refuses_before_anything_is_deleted(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    conn.execute("ALTER TABLE events DROP CONSTRAINT events_user_id_fkey, "
+                 "ADD CONSTRAINT events_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)")
+    before = keys(conn)
+    outcome = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path / "ev")
+    assert not outcome.ok and outcome.erasure is None
+    assert len(outcome.preflight) == 1 and "events_user_id_fkey" in outcome.preflight[0]
+    assert "NO ACTION" in outcome.preflight[0] and "CASCADE" in outcome.preflight[0]
+    assert keys(conn) == before
+
+
+@pytest.mark.parametrize("hash_keys", [False, True])
+def test_the_evidence_holds_no_value_of_the_erased_user(db: Any, tmp_path: Path, hash_keys: bool) -> None:
+    _dsn, conn = db
+    outcome: EraseOutcome = erase_user(conn, params(hash_keys=hash_keys), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert outcome.evidence is not None and outcome.proof is not None and outcome.proof.ok
+    files = sorted(outcome.evidence.iterdir())
+    assert {f.name for f in files} == {"manifest.json", "orphans.csv", "receipt.html", "receipt.json", "receipt.md"}
+    assert stat.S_IMODE(outcome.evidence.stat().st_mode) == 0o700
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+        text = path.read_text()
+        for value in (EMAIL, "Quartzfeld", "Erin"):
+            assert value not in text, (path.name, value)
+        # the key as a value of its own, not as six digits inside some 64-digit hash
+        as_value = re.search(rf"(?<![0-9a-f]){HEAVY}(?![0-9a-f])", text) is not None
+        assert as_value == (not hash_keys and path.name.startswith("receipt")), path.name
+    receipt = json.loads((outcome.evidence / "receipt.json").read_text())
+    assert receipt["ok"] and len(receipt["deleted_keys_sha256"]["public.events"]) == 25000
+    assert {t["table"]: t["deleted"] for t in receipt["tables"]}["public.comments"] == 140
+    assert ("discarded" in receipt["user"]["hashing"]) == hash_keys
+
+
+def runbook(*args: str, dsn: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["RUNBOOK_DSN"] = dsn
+    return subprocess.run([sys.executable, "-m", "runbook_lib.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_the_command_previews_erases_and_refuses_bad_ids_with_exit_2(db: Any, tmp_path: Path) -> None:
+    dsn, conn = db
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({"parent_table": "users", "rules": RULES, "erase": {"batch_rows": 1000}}))
+    before = keys(conn)
+    for bad in ("not-a-number", "424242"):
+        result = runbook("erase", "--params", str(path), "--user-id", bad, "--confirm", dsn=dsn, cwd=tmp_path)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert bad in result.stderr
+    queue = tmp_path / "ids.txt"
+    queue.write_text(f"{HEAVY}\n# a comment\n999999\n")
+    result = runbook("erase", "--params", str(path), "--user-ids-file", str(queue), "--confirm", dsn=dsn, cwd=tmp_path)
+    assert result.returncode == 2 and "999999" in result.stderr
+    assert keys(conn) == before and not (tmp_path / "evidence").exists()
+    shown = runbook("preview", "--params", str(path), "--user-id", HEAVY, dsn=dsn, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    tail = shown.stdout.split("orphans, for a clean-up job")[1]
+    assert sum(1 for line in tail.splitlines() if line.startswith("public.media")) == 10
+    dry = runbook("erase", "--params", str(path), "--user-id", HEAVY, dsn=dsn, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "public.events" in dry.stdout and "nothing changed" in dry.stdout and keys(conn) == before
+    done = runbook("erase", "--params", str(path), "--user-id", HEAVY, "--confirm",
+                   "--evidence-dir", str(tmp_path / "ev"), dsn=dsn, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "PASS" in done.stdout and len(list((tmp_path / "ev").iterdir())) == 1
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (0,)
+
+
+def test_read_ids_needs_at_least_one(tmp_path: Path) -> None:
+    from runbook_lib.erase_run import read_ids
+
+    with pytest.raises(ParameterError):
+        read_ids(None, None)
+    (tmp_path / "ids").write_text("1\n\n 2 # second\n")
+    assert read_ids("0", str(tmp_path / "ids")) == ["0", "1", "2"]
+
+
+def test_markdown_escaping_and_key_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib.receipt import SALT_ENV, KeyHasher, md_escape
+
+    assert md_escape("a_b*c <img src=x>|[l](u)") == r"a\_b\*c &lt;img src=x&gt;\|\[l\]\(u\)"
+    plain = KeyHasher(False)
+    assert plain("public.users", ("42",)) == KeyHasher(False)("public.users", ("42",))
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    first, second = KeyHasher(True), KeyHasher(True)
+    assert first("public.users", ("42",)) != second("public.users", ("42",))  # the random salt is not kept
+    assert "discarded" in first.salt_note
+    monkeypatch.setenv(SALT_ENV, "operator-held")
+    kept = KeyHasher(True)
+    assert kept("public.users", ("42",)) == KeyHasher(True)("public.users", ("42",)) != plain("public.users", ("42",))
+    assert SALT_ENV in kept.salt_note
+
+
+def test_several_heavy_tables_go_bottom_up_and_the_sums_still_prove_it(db: Any, tmp_path: Path) -> None:
+    _dsn, conn = db
+    conn.execute("DELETE FROM events WHERE user_id = %(u)s", {"u": int(HEAVY)})  # not the point here
+    before, owned = keys(conn), users_rows(conn)
+    outcome = erase_user(conn, params(batch_rows=25), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert outcome.proof is not None and outcome.proof.ok, outcome.proof and outcome.proof.message
+    assert outcome.erasure is not None
+    order = [t.table for t in outcome.erasure.transactions if t.kind == "batch"]
+    assert order.count("public.comments") == 6 and order.count("public.posts") == 2
+    # comments reference posts: every batch of comments before the first batch of posts
+    assert max(i for i, t in enumerate(order) if t == "public.comments") < order.index("public.posts")
+    assert all(t.keys <= 25 for t in outcome.erasure.transactions)
+    assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_a_row_added_meanwhile_rolls_the_final_transaction_back_and_a_rerun_takes_it(
+        db: Any, tmp_path: Path) -> None:
+    dsn, conn = db
+    before, owned = keys(conn), users_rows(conn)
+
+    def user_posts_again(done: int) -> None:
+        if done == 3:  # another session: the user is still active while the erasure runs
+            with psycopg.connect(dsn, autocommit=True) as other:
+                other.execute("INSERT INTO events (user_id, kind, detail) VALUES (%s, 'view', 'late')", [int(HEAVY)])
+
+    outcome = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path, after_batch=user_posts_again)
+    assert outcome.proof is not None and not outcome.proof.ok and outcome.erasure is not None
+    assert outcome.erasure.failure is not None and "public.events: 25001 row(s) deleted, the preview said 25000" \
+        in outcome.erasure.failure
+    assert conn.execute("SELECT count(*) FROM users WHERE id = %(u)s", {"u": int(HEAVY)}).fetchone() == (1,)
+    assert outcome.evidence is not None
+    assert json.loads((outcome.evidence / "receipt.json").read_text())["ok"] is False
+    rerun = erase_user(conn, params(), HEAVY, confirm=True, evidence_dir=tmp_path)
+    assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
+    assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_a_queue_goes_on_past_a_blocked_user_and_reports_it(db: Any, tmp_path: Path) -> None:
+    dsn, conn = db
+    conn.execute("DROP INDEX events_user_id_idx")  # the heavy user's events would be scanned in full
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({"parent_table": "users", "rules": RULES, "erase": {"batch_rows": 1000}}))
+    queue = tmp_path / "ids.txt"
+    queue.write_text(f"{HEAVY}\n7\n")
+    result = runbook("erase", "--params", str(path), "--user-ids-file", str(queue), "--confirm",
+                     "--evidence-dir", str(tmp_path / "ev"), dsn=dsn, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"user {HEAVY}: blocked: public.events" in result.stderr and "CREATE INDEX CONCURRENTLY" in result.stderr
+    assert "user 7: PASS" in result.stdout and "1 of 2 user(s) erased, 1 blocked or failed" in result.stdout
+    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM users WHERE id IN (7, %(u)s)",
+                        {"u": int(HEAVY)}).fetchone() == ([int(HEAVY)],)
+    assert len(list((tmp_path / "ev").iterdir())) == 1  # a receipt for the erased user only

@@ -49,7 +49,8 @@ LIBPQ_ENV = {
 }
 # Environment-only libpq variables (no connection keyword), and what a client tool needs to run.
 _LIBPQ_ONLY = ("PGSERVICEFILE", "PGSYSCONFDIR", "PGLOCALEDIR", "PGTZ", "PGDATESTYLE", "PGGEQO")
-_BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+# The loader's and OpenSSL's locations are not secrets, and a client built elsewhere may need them.
+_BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _KERBEROS = ("KRB5CCNAME", "KRB5_CONFIG", "KRB5_KTNAME")
 
 
@@ -94,7 +95,8 @@ def choose_tool(name: str, server_major: int) -> Tool:
 
 # ---------------------------------------------------------------- what a child process may see
 def base_env() -> dict[str, str]:
-    """PATH, HOME (libpq's ~/.pgpass and ~/.postgresql), locale: nothing of the runbook's own."""
+    """PATH, HOME (libpq's ~/.pgpass and ~/.postgresql), locale, library and certificate locations:
+    nothing of the runbook's own, nothing of anyone else's."""
     return {k: v for k, v in os.environ.items() if k in _BASE_ENV or k.startswith("LC_")}
 
 
@@ -268,10 +270,9 @@ def take(connect: Callable[[], psycopg.Connection[Any]], dsn: str, *, mode: str,
                            "current_database()").fetchone()
         assert row is not None
         major, database = int(row[0]), str(row[1])
-        if mode == "restore_point":
-            record = make_restore_point(conn, run_id)
-        else:
-            record = make_dump(dsn, major, dump_path(folder, run_id, database, mode), mode=mode)
+        record = make_restore_point(conn, run_id) if mode == "restore_point" else None
+    if record is None:  # no connection of ours stays open while pg_dump works
+        record = make_dump(dsn, major, dump_path(folder, run_id, database, mode), mode=mode)
     record.why = why
     return record
 

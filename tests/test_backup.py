@@ -74,7 +74,8 @@ def test_pg_dump_sees_the_connection_and_locale_but_no_other_variable(monkeypatc
     assert env["LC_ALL"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
     allowed = set(backup.LIBPQ_ENV.values()) | {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "PGSERVICEFILE",
                                                  "PGSYSCONFDIR", "PGLOCALEDIR", "PGTZ", "PGDATESTYLE", "PGGEQO",
-                                                 "KRB5CCNAME", "KRB5_CONFIG", "KRB5_KTNAME"}
+                                                 "KRB5CCNAME", "KRB5_CONFIG", "KRB5_KTNAME", "LD_LIBRARY_PATH",
+                                                 "SSL_CERT_FILE", "SSL_CERT_DIR"}
     assert all(k in allowed or k.startswith("LC_") for k in env), sorted(env)
     assert "RUNBOOK_EVIDENCE_KEY" not in env and "RUNBOOK_DSN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     # the tool's own run for --version sees even less

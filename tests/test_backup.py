@@ -215,6 +215,17 @@ def test_the_recommendation_follows_size_room_and_archiving() -> None:
     assert no_room.mode == "schema" and "archiver is failing" in no_room.reason
 
 
+def test_the_disk_room_is_ok_for_the_bound_a_warning_for_a_usual_dump_and_a_failure_below() -> None:
+    bound = 10**9
+    assert _assessment(bound, bound, _archive()).room("full")[0] == "ok"
+    status, detail = _assessment(bound, bound // 2, _archive()).room("full")
+    assert status == "warn" and "enough if it compresses as usual" in detail
+    status, detail = _assessment(bound, bound // 10, _archive("off")).room("full")
+    assert status == "fail" and "would not fit" in detail and "backup.mode schema" in detail
+    assert _assessment(bound, bound // 10, _archive("off")).room("schema")[0] == "ok"
+    assert _assessment(bound, 1024, _archive("off")).room("schema")[0] == "fail"
+
+
 # ---------------------------------------------------------------- apply's check
 def test_apply_accepts_only_a_verified_backup_of_the_chosen_mode_from_this_run(make_db: Any, tmp_path: Path) -> None:
     dsn = make_db(SCHEMA)

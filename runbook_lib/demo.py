@@ -90,8 +90,7 @@ def run_demo(schema: str, evidence_dir: Path) -> int:
         previous = os.environ.get("RUNBOOK_DSN")
         os.environ["RUNBOOK_DSN"] = dsn
         try:
-            result = runner.run(params_file, evidence_dir=evidence_dir,
-                                overrides=[f"backup.dir={evidence_dir.resolve() / 'backups'}", "dry_run=false"])
+            result = runner.run(params_file, evidence_dir=evidence_dir, overrides=["dry_run=false"])
         finally:
             if previous is None:
                 os.environ.pop("RUNBOOK_DSN", None)

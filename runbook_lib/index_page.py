@@ -91,7 +91,8 @@ def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
                                                         else "not run in this run") + "</p>")
     backup = fields.get("backup")
     parts.append("<h2>Backup</h2>" + (_table([{k: backup.get(k) for k in (
-        "enabled", "path", "size", "sha256", "verified", "toc_entries", "pg_dump", "reason")}]) if backup
+        "enabled", "mode", "path", "size", "sha256", "verified", "toc_entries", "pg_dump", "restore_point", "lsn",
+        "timeline", "why", "reason")}]) if backup
         else "<p>no backup step in this run</p>"))
     parts.append("<h2>Parameters (no secrets are ever parameters)</h2><pre>"
                  + escape(json.dumps(fields.get("parameters"), indent=2, sort_keys=True)) + "</pre>")

@@ -241,7 +241,8 @@ SPEC: tuple[Spec, ...] = (
          "full: pg_dump -Fc of the database; schema: pg_dump --schema-only (everything this runbook can "
          "change, in seconds); restore_point: a named WAL restore point (only with healthy WAL archiving)."),
     Spec("backup.dir", "", optional_text,
-         "Where dumps are written (private: 0700 folder, 0600 files); empty: `backups` inside the evidence folder."),
+         "Where dumps are written (private: 0700 folder, 0600 files); empty: `backups` inside the run's evidence "
+         "folder."),
     Spec("test_user.commit", False, boolean, "Keep the test user's deletion (default: rolled back)."),
     Spec("test_user.rehearse", False, boolean,
          "In a dry run, prove the planned state: the plan's DDL runs inside the rolled-back test."),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, catalog, history, index_page, logger, progress, vouch
+from . import __version__, backup_choice, catalog, history, index_page, logger, progress, vouch
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -190,6 +190,9 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
     chosen = parse_steps(steps)
     dsn = connect_mod.dsn_from_env()
     ident = precheck(params, dsn)
+    if "backup" in chosen and params.backup_enabled:
+        with connect_mod.connection(dsn, autocommit=True) as conn:
+            backup_choice.require_possible(conn, params.backup_mode)
     run_dir = Path(evidence_dir).resolve() / (run_id or new_run_id())
     private_dir(run_dir, exist_ok=False)
     injected = notebook_parameters(params)

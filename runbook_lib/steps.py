@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,13 +11,13 @@ import pandas as pd
 import psycopg
 
 from . import backup as backup_mod
-from . import history, vouch
+from . import backup_choice, history, vouch
 from . import catalog, deletion, execute, logger, render, samples
 from . import references as references_mod
 from . import indexes as indexes_mod
 from .catalog import Snapshot, qualname
 from .context import RunContext
-from .errors import ApplyError, ParameterError, PreflightFailed, RunbookError, VerificationFailed
+from .errors import ApplyError, ParameterError, PreflightFailed, VerificationFailed
 from .plan import Plan, make_plan
 from .verify import Comparison, compare, expected_after
 
@@ -130,33 +129,17 @@ def _activity_checks(conn: Any, affected: list[tuple[str, str]], lock_timeout: f
 
 
 def _backup_checks(ctx: RunContext, conn: Any, ident: dict[str, Any]) -> list[Check]:
-    checks = []
     major = int(ident["server_version_num"]) // 10000
-    try:
-        dump = backup_mod.choose_tool("pg_dump", major)
-        checks.append(Check("pg_dump", "ok", f"{dump.version} at {dump.path} can dump PostgreSQL {major}"))
-    except RunbookError as exc:
-        checks.append(Check("pg_dump", "fail", str(exc)))
-    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    size = int(row[0]) if row else 0
-    target = backup_dir(ctx)
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    # The custom-format dump is compressed; the database's size on disk is a safe upper bound.
-    status = "ok" if free >= size else "fail"
-    checks.append(Check("disk room", status, f"{free:,} bytes free at {probe}, database is {size:,} bytes"))
-    return checks
+    return [Check(*line) for line in backup_choice.checks(conn, ctx.params.backup_mode, backup_dir(ctx), major)]
 
 
 # ---------------------------------------------------------------- backup
 def backup_dir(ctx: RunContext) -> Path:
-    """``runbook run`` passes an absolute folder; a relative one (a notebook run by hand) is taken
-    beside the run folder, never inside notebooks/."""
+    """By default ``backups`` inside the run folder; ``runbook run`` passes a given folder as an absolute
+    path, a relative one (a notebook run by hand) is taken beside the run folder, never inside notebooks/."""
     text = str(ctx.params.backup["dir"] or "")
     if not text:
-        return ctx.run_dir.parent / "backups"
+        return ctx.run_dir / "backups"
     given = Path(text).expanduser()
     return given if given.is_absolute() else (ctx.run_dir.parent / given).resolve()
 
@@ -166,10 +149,11 @@ def backup(ctx: RunContext) -> backup_mod.BackupRecord:
         record = backup_mod.BackupRecord(enabled=False, reason="backup turned off in the parameters")
         ctx.save_json("backup.json", record.to_dict())
         return record
+    mode, folder = ctx.params.backup_mode, backup_dir(ctx)
     with ctx.connect() as conn:
-        ident = catalog.server_identity(conn)
-    target = backup_dir(ctx) / f"{ctx.run_dir.name}_{ident['database']}.dump"
-    record = backup_mod.make_backup(ctx.conninfo(), int(ident["server_version_num"]) // 10000, target)
+        why = backup_choice.why(mode, backup_choice.assess(conn, folder))
+    record = backup_mod.take(ctx.connect, ctx.conninfo(), mode=mode, folder=folder, run_id=ctx.run_dir.name,
+                             why=why)
     ctx.save_json("backup.json", record.to_dict())
     return record
 
@@ -262,11 +246,11 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
         ctx.save_json("apply_result.json", {"dry_run": False, "backup": outcome.backup_note, "results": []})
         return outcome
     if ctx.params.backup_enabled:
-        problem = backup_mod.check_record(record)
+        problem = backup_mod.check_record(record, ctx.params.backup_mode)
         if problem is not None:
             raise ApplyError(f"apply refused: {problem}; run the backup step first "
                              "(or turn backup off in the parameters)")
-        note = f"verified backup {record['path']} (sha256 {record['sha256'][:12]}…)"
+        note = backup_mod.describe(record)
     else:
         note = "backup turned off in the parameters: applying without a backup"
     executor = execute.Executor(

@@ -55,7 +55,9 @@ NOTEBOOKS = {
         "Preflight",
         "Before anything is changed: which server and database this is, whether the connected role may alter "
         "every table the plan touches, whether long transactions or locks are in the way (each change waits "
-        "at most `lock_timeout`), whether `pg_dump` can dump this server and the disk has room for it, and "
+        "at most `lock_timeout`), the database's size and what a full dump would cost, which backup mode "
+        "fits (a restore point only with healthy WAL archiving), whether `pg_dump` can dump this server and "
+        "the disk has room for it, and "
         "whether another run of this runbook is already changing the database. Nothing here changes the "
         "database.",
         [
@@ -66,16 +68,19 @@ NOTEBOOKS = {
         ]),
     "01_backup": notebook(
         "Backup",
-        "A `pg_dump -Fc` of the whole database, then `pg_restore --list` to prove the archive is readable; "
-        "its size and sha256 go into the evidence. The apply step refuses to run without a verified backup "
-        "from this same run, unless the parameters turn backup off (which the evidence records).",
+        "The backup of `backup.mode`: `full` is a `pg_dump -Fc` of the whole database, `schema` a "
+        "`pg_dump --schema-only -Fc` (every definition this runbook changes, in seconds whatever the data "
+        "size); each is proven readable with `pg_restore --list`, and its size and sha256 go into the "
+        "evidence. `restore_point` names a WAL restore point (only with healthy WAL archiving) and waits "
+        "until the WAL file holding it is archived; its name, LSN and timeline go into the evidence. Dumps "
+        "are private (0600 files in a 0700 folder). The apply step refuses to run without a verified backup "
+        "of that mode from this same run, unless the parameters turn backup off (which the evidence records).",
         [
             ("code", "record = steps.backup(ctx)\npd.DataFrame([record.to_dict()]).T.rename(columns={0: 'backup'})"),
             ("md", "## Verdict"),
             ("code", 'print(ctx.verdict("backup", record.verified or not record.enabled,\n'
-                     '                  f"verified {record.path}: {record.size:,} bytes, {record.toc_entries} '
-                     'entries, sha256 {record.sha256}"\n'
-                     '                  if record.enabled else "backup turned off in the parameters (recorded)"))'),
+                     '                  f"verified {record.summary()}" if record.enabled\n'
+                     '                  else "backup turned off in the parameters (recorded)"))'),
         ]),
     "02_inspect": notebook(
         "Inspect",

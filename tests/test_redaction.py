@@ -10,7 +10,7 @@ from runbook_lib import connect as connect_mod
 from runbook_lib.context import RunContext
 from runbook_lib.errors import ConnectionFailed
 from runbook_lib.params import validate
-from tests.test_cli import CORE_STEPS, only_run, runbook, write_params
+from tests.test_cli import only_run, runbook, write_params
 
 SECRET = "S3cret-pa55"
 SSL_SECRET = "Ssl-k3y-pa55"
@@ -95,9 +95,10 @@ def test_secrets_in_the_dsn_never_reach_evidence_or_streams(make_db: object, tmp
                  f"&password={SECRET}&sslpassword={SSL_SECRET}")
     else:
         given = f"{dsn} sslpassword={SSL_SECRET} password={SECRET}"
-    params = write_params(tmp_path, dry_run=True)
+    # No backup step: pg_dump refuses an sslpassword it could only get on its command line (backup.py).
+    params = write_params(tmp_path, dry_run=True, backup={"enabled": False})
     result = runbook("run", "--params", str(params), "--evidence-dir", str(tmp_path / "ev"),
-                     "--steps", CORE_STEPS, dsn=given, cwd=tmp_path)
+                     "--steps", "preflight,inspect,plan,apply,verify", dsn=given, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     streams = result.stdout + result.stderr
     assert SECRET not in streams and SSL_SECRET not in streams

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from . import logger
 from .errors import RunbookError
+from .markup import safe_name
 
 IDENTITY = "identity.json"
 # In an evidence folder: the interactive folder that notebooks opened by hand continue in.
@@ -124,12 +124,9 @@ def check_snapshot(run_dir: Path, name: str, database: str, parent: tuple[str, s
                           f"{have.database}: inspect again")
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
 def folder_name(ident: Identity, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return _UNSAFE.sub("_", f"{ident.database}-{ident.parent}")[:120] + f"-{stamp}"
+    return safe_name(f"{ident.database}-{ident.parent}", limit=120) + f"-{stamp}"
 
 
 def interactive_folder(base: Path, ident: Identity) -> Path:
@@ -138,7 +135,9 @@ def interactive_folder(base: Path, ident: Identity) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     pointer = _read(base / CURRENT)
     if pointer is not None:
-        current = base / str(pointer.get("run_dir", ""))
+        name = str(pointer.get("run_dir", ""))
+        # The pointer names a folder of this base, never a path: an edited pointer cannot lead elsewhere.
+        current = base / (name if name == safe_name(name) and name not in ("", ".", "..") else "_")
         # A sealed folder (it has its manifest) is finished: the next notebook starts a new one.
         if current.is_dir() and recorded(current) == ident and not (current / "manifest.json").exists():
             return current.resolve()

@@ -145,3 +145,14 @@ def test_a_folder_missing_a_step_does_not_pass_when_sealed(
     assert by_hand_mod.seal(ctx).startswith("RUN FAILED")
     statuses = [(s["step"], s["status"]) for s in json.loads((ctx.run_dir / "manifest.json").read_text())["steps"]]
     assert statuses == [("preflight", "passed"), ("backup", "not run"), ("inspect", "not run"), ("plan", "passed")]
+
+
+def test_an_edited_pointer_never_leads_out_of_the_evidence_folder(tmp_path: Path) -> None:
+    ident = run_folder.Identity("7301234567890123456", "app", "public.users")
+    base, outside = tmp_path / "ev", tmp_path / "elsewhere"
+    outside.mkdir()
+    run_folder.establish(outside, ident)  # a folder that would otherwise be taken as this run's
+    base.mkdir()
+    (base / run_folder.CURRENT).write_text(json.dumps({"run_dir": "../elsewhere"}))
+    folder = run_folder.interactive_folder(base, ident)
+    assert folder.parent == base.resolve() and folder != outside.resolve()

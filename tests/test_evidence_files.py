@@ -10,6 +10,7 @@ import pytest
 
 from runbook_lib.context import RunContext
 from runbook_lib.evidence import private_dir, verify_evidence, write_manifest
+from tests.test_evidence import run_dir  # noqa: F401 - the same fixture: a sealed run folder
 
 
 @pytest.fixture
@@ -19,16 +20,6 @@ def loose_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    (d / "verdicts").mkdir(parents=True)
-    (d / "plan.sql").write_text("-- plan\n")
-    (d / "verdicts" / "plan.json").write_text("{}")
-    write_manifest(d, {"run_id": "r1", "steps": []})
-    return d
 
 
 def test_a_manifest_below_the_top_level_is_an_added_file(run_dir: Path) -> None:

@@ -106,9 +106,15 @@ def rollback_plan(ctx: RunContext, source_run: str | Path) -> Plan:
     else:
         results = (_load(source, "apply_result.json") or {}).get("results", [])
         changed = {r["constraint"] for r in results if r.get("status") in ("applied", "already")}
-    the_plan = make_plan(Snapshot.from_dict(snapshot), ctx.params)
-    items = tuple(i for i in the_plan.changes if i.fk.key in changed)
     recorded = {i["constraint"]: i for i in (_load(source, "plan.json") or {}).get("items", [])}
+    # The run's own rules, whatever today's parameters or policy say: each changed FK is planned as the
+    # run recorded it, so that its reverse is the recorded one.
+    rules = dict(ctx.params.rules)
+    for key in changed:
+        if key in recorded:
+            rules[recorded[key]["name"]] = "ghost" if recorded[key].get("ghost_defaults") else recorded[key]["planned"]
+    the_plan = make_plan(Snapshot.from_dict(snapshot), replace(ctx.params, rules=rules))
+    items = tuple(i for i in the_plan.changes if i.fk.key in changed)
     for item in items:
         reverse = recorded.get(item.fk.key, {}).get("reverse")
         if reverse != [render.text(s) for s in item.reverse()]:

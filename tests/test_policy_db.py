@@ -113,7 +113,10 @@ def test_ghost_and_added_fks_roll_back_exactly(make_db: Any, tmp_path: Path) -> 
     # 20 api keys and 145 events point at users that do not exist: the new FKs stay NOT VALID.
     assert validated == {"api_keys_user_id_fkey": False, "user_events_user_id_fkey": False}
     evidence.write_manifest(run.ctx.run_dir, {"run_id": "board"})
-    ctx = new_ctx(dsn, tmp_path / "rollback", **board_values())
+    # Rolled back under other rules (today's parameters): the run's recorded plan is what is reversed.
+    values = board_values()
+    values["rules"] = {**values["rules"], "posts.uploader_id": "CASCADE", "bans.banner_id": "keep"}
+    ctx = new_ctx(dsn, tmp_path / "rollback", **values)
     outcome = steps.rollback(ctx, run.ctx.run_dir)
     assert outcome.ok, outcome.comparison.problems
 

@@ -83,45 +83,64 @@ def _existing(conn: psycopg.Connection[Any], plan: IndexPlan) -> bool | None:
 
 def create(connect: Callable[[], psycopg.Connection[Any]], plans: Iterable[IndexPlan], *,
            lock_timeout_ms: int, attempts: int = 3, backoff: float = 0.5,
-           sleep: Callable[[float], None] = time.sleep) -> list[IndexResult]:
+           sleep: Callable[[float], None] = time.sleep, journal: Callable[..., None] | None = None,
+           progress: Callable[[str], None] | None = None) -> list[IndexResult]:
+    """Build each index concurrently under ``lock_timeout`` with retries; every build is recorded in
+    the run's journal (``journal(event, **fields)``) and reported like a swap."""
     results = []
+    plans = list(plans)
     conn = connect()
     conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run inside a transaction block
     try:
         conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{lock_timeout_ms}ms"])
-        for plan in plans:
-            result = IndexResult(constraint=plan.fk.key, index=plan.name, status="failed")
+        for number, plan in enumerate(plans, 1):
+            if journal is not None:
+                journal("index_start", constraint=plan.fk.key, index=plan.name)
+            result = _build(conn, plan, lock_timeout_ms=lock_timeout_ms, attempts=attempts, backoff=backoff,
+                            sleep=sleep)
             results.append(result)
-            if not plan.supported:
-                result.status = "skipped"
-                result.detail = ("partitioned table: CREATE INDEX CONCURRENTLY is not supported; create it on "
-                                 "each partition, then on the parent with ON ONLY and ATTACH")
-                continue
-            started = time.perf_counter()
-            for attempt in range(1, attempts + 1):
-                try:
-                    state = _existing(conn, plan)
-                    if state is True:
-                        result.status = "exists"
-                        break
-                    if state is False:
-                        # Left INVALID by an interrupted concurrent build: it is maintained on every
-                        # write but never used. Drop it and build again.
-                        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(
-                            sql.Identifier(plan.fk.schema, plan.name)))
-                        result.detail = "an INVALID index of that name was dropped and rebuilt"
-                    conn.execute(plan.statement)
-                    result.status = "rebuilt" if state is False else "created"
-                    break
-                except pgerrors.LockNotAvailable:
-                    result.detail = f"lock not available within {lock_timeout_ms}ms (attempt {attempt})"
-                    if attempt < attempts:
-                        sleep(backoff * 2 ** (attempt - 1))
-                except psycopg.Error as exc:
-                    result.detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    break
-            result.seconds = round(time.perf_counter() - started, 3)
-            logger.info("index %s on %s: %s %s", plan.name, plan.fk.table, result.status, result.detail)
+            if journal is not None:
+                journal("index_done", constraint=plan.fk.key, index=plan.name, status=result.status,
+                        detail=result.detail)
+            if progress is not None:
+                progress(f"[index {number}/{len(plans)}] {plan.name} on {plan.fk.schema}.{plan.fk.table}: "
+                         f"{result.status} ({result.seconds} s)")
     finally:
         conn.close()
     return results
+
+
+def _build(conn: psycopg.Connection[Any], plan: IndexPlan, *, lock_timeout_ms: int, attempts: int, backoff: float,
+           sleep: Callable[[float], None]) -> IndexResult:
+    result = IndexResult(constraint=plan.fk.key, index=plan.name, status="failed")
+    if not plan.supported:
+        result.status = "skipped"
+        result.detail = ("partitioned table: CREATE INDEX CONCURRENTLY is not supported; create it on "
+                         "each partition, then on the parent with ON ONLY and ATTACH")
+        return result
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            state = _existing(conn, plan)
+            if state is True:
+                result.status = "exists"
+                break
+            if state is False:
+                # Left INVALID by an interrupted concurrent build: it is maintained on every
+                # write but never used. Drop it and build again.
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(
+                    sql.Identifier(plan.fk.schema, plan.name)))
+                result.detail = "an INVALID index of that name was dropped and rebuilt"
+            conn.execute(plan.statement)
+            result.status = "rebuilt" if state is False else "created"
+            break
+        except pgerrors.LockNotAvailable:
+            result.detail = f"lock not available within {lock_timeout_ms}ms (attempt {attempt})"
+            if attempt < attempts:
+                sleep(backoff * 2 ** (attempt - 1))
+        except psycopg.Error as exc:
+            result.detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            break
+    result.seconds = round(time.perf_counter() - started, 3)
+    logger.info("index %s on %s: %s %s", plan.name, plan.fk.table, result.status, result.detail)
+    return result

@@ -263,7 +263,8 @@ def apply(ctx: RunContext, progress: execute.Progress | None = None) -> ApplyOut
             _record_start(ctx, lock_conn, the_plan)
             # Indexes first: the validations that follow, and every cascade after, use them.
             built = indexes_mod.create(ctx.connect, wanted_indexes, lock_timeout_ms=ctx.params.lock_timeout_ms,
-                                       attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff)
+                                       attempts=ctx.params.lock_retries, backoff=ctx.params.retry_backoff,
+                                       journal=executor.journal.write, progress=progress)
             results = execute.apply_plan(executor, the_plan, progress, execute.lock_guard(lock_conn))
     finally:
         executor.close()

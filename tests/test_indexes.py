@@ -1,6 +1,8 @@
 """The opt-in index step: missing referencing-column indexes built concurrently, INVALID ones rebuilt."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,17 @@ def test_apply_builds_missing_indexes_and_rebuilds_an_invalid_one(make_db: Any, 
                  ("public", "nutrition_goals"), ("public", "appointments"), ("public", "chat_sessions"),
                  ("public", "chat_messages")}}
     steps.plan(ctx)
-    outcome = steps.apply(ctx)
+    lines: list[str] = []
+    outcome = steps.apply(ctx, progress=lines.append)
     assert not outcome.failed, [r.error for r in outcome.failed]
     by_index = {r.index: r for r in outcome.indexes}
     assert by_index["nutrition_goals_user_id_fk_idx"].status == "rebuilt"
+    # Index builds are recorded and reported like the swaps: a journal entry and a progress line each.
+    events = [json.loads(line) for line in ctx.path("apply_journal.jsonl").read_text().splitlines()]
+    done = {e["index"]: e["status"] for e in events if e["event"] == "index_done"}
+    assert done == {r.index: r.status for r in outcome.indexes}
+    assert sum(1 for e in events if e["event"] == "index_start") == len(outcome.indexes)
+    assert any("nutrition_goals_user_id_fk_idx" in line and "rebuilt" in line for line in lines), lines
     assert by_index["events_user_id_fk_idx"].status == "skipped"  # partitioned: reported, not built
     assert index_valid(dsn, "nutrition_goals_user_id_fk_idx") is True
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -287,3 +287,44 @@ def test_a_queue_goes_on_past_a_blocked_user_and_reports_it(db: Any, tmp_path: P
     assert conn.execute("SELECT array_agg(id ORDER BY id) FROM users WHERE id IN (7, %(u)s)",
                         {"u": int(HEAVY)}).fetchone() == ([int(HEAVY)],)
     assert len(list((tmp_path / "ev").iterdir())) == 1  # a receipt for the erased user only
+
+
+QA_ORPHANS = """
+WITH dq AS (SELECT id, media_asset_id FROM question WHERE asker_id = %(u)s),
+     ep AS (SELECT id FROM expert_profile WHERE user_id = %(u)s),
+     da AS (SELECT id, media_asset_id FROM answer
+            WHERE expert_profile_id IN (SELECT id FROM ep) OR question_id IN (SELECT id FROM dq)),
+     used AS (SELECT media_asset_id AS m FROM dq UNION SELECT media_asset_id FROM da),
+     kept AS (SELECT media_asset_id AS m FROM question WHERE id NOT IN (SELECT id FROM dq)
+              UNION SELECT media_asset_id FROM answer WHERE id NOT IN (SELECT id FROM da))
+SELECT m FROM used WHERE m IS NOT NULL AND m NOT IN (SELECT m FROM kept WHERE m IS NOT NULL) ORDER BY m
+"""
+
+
+def test_an_expert_on_the_qa_demo_leaves_media_for_the_clean_up_job(make_db: Any, tmp_path: Path) -> None:
+    """The demo Q&A schema after its plan is applied: deleting an expert leaves media assets nothing
+    references any more; they are reported with their storage ids, then deleted with orphans: delete."""
+    from runbook_lib.demo import ROOT
+    from tests.test_db_apply import full_run
+
+    dsn = make_db((ROOT / "demo" / "qa_marketplace.sql").read_text(encoding="utf-8"))
+    rules = params_mod.read_file(ROOT / "parameters" / "demo_qa.yaml")["rules"]
+    assert full_run(dsn, tmp_path / "applied", parent_table="user", rules=rules).verify.ok
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        experts = [int(r[0]) for r in conn.execute("SELECT user_id FROM expert_profile ORDER BY user_id").fetchall()]
+        expected = {u: [int(r[0]) for r in conn.execute(QA_ORPHANS, {"u": u}).fetchall()] for u in experts}
+        expert = max(experts, key=lambda u: len(expected[u]))
+        assert len(expected[expert]) >= 2, expected
+        media = {int(r[0]): r[1] for r in conn.execute("SELECT id, asset_id FROM media_asset").fetchall()}
+        settings = {"orphan_columns": ["media_asset.asset_id"]}
+        qa = params_mod.validate({"parent_table": "user", "rules": rules, "erase": {**settings, "orphans": "report"}})
+        shown = erase_user(conn, qa, str(expert), confirm=False, evidence_dir=tmp_path / "dry")
+        assert sorted(int(str(o.key[0])) for o in shown.predicted_orphans) == expected[expert]
+        qa = params_mod.validate({"parent_table": "user", "rules": rules, "erase": {**settings, "orphans": "delete"}})
+        done = erase_user(conn, qa, str(expert), confirm=True, evidence_dir=tmp_path / "ev")
+        assert done.proof is not None and done.proof.ok, done.proof and done.proof.message
+        left = {int(r[0]) for r in conn.execute("SELECT id FROM media_asset").fetchall()}
+    assert left == set(media) - set(expected[expert])
+    assert done.evidence is not None
+    listed = (done.evidence / "orphans.csv").read_text()
+    assert all(media[m] in listed for m in expected[expert])

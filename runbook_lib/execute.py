@@ -23,6 +23,7 @@ from psycopg import sql
 from . import logger, render
 from .catalog import ForeignKey, read_one
 from .errors import ApplyError, PreflightFailed
+from .heartbeat import heartbeat
 from .plan import GhostRow, Plan, PlanItem
 
 # Two runs of the runbook against one database must never overlap: one advisory lock key for all.
@@ -440,10 +441,11 @@ def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
                                       error=f"{i.fk.key}: not attempted: {problem}")
                            for i in plan.actions[n - 1:])
             break
-        results.append(executor.run_change(
-            item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
-            validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num,
-            pre=item.forward_pre(), cleanup=item.cleanup()))
+        with heartbeat(progress, f"[{n}/{len(plan.actions)}] {item.fk.key}"):
+            results.append(executor.run_change(
+                item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
+                validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num,
+                pre=item.forward_pre(), cleanup=item.cleanup()))
         _report(progress, n, len(plan.actions), results[-1])
     return results
 
@@ -458,10 +460,11 @@ def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = No
             results.extend(StepResult(constraint=i.fk.key, direction="reverse", status="failed",
                                       error=f"{i.fk.key}: not attempted: {problem}") for i in items[n - 1:])
             break
-        results.append(executor.run_change(
-            item.fk, expect=_expect_reverse(item), statements=item.reverse(),
-            validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num,
-            pre=item.reverse_pre(), cleanup=item.cleanup()))
+        with heartbeat(progress, f"[{n}/{len(plan.changes)}] {item.fk.key}"):
+            results.append(executor.run_change(
+                item.fk, expect=_expect_reverse(item), statements=item.reverse(),
+                validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num,
+                pre=item.reverse_pre(), cleanup=item.cleanup()))
         _report(progress, n, len(plan.changes), results[-1])
     return results
 

@@ -17,6 +17,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from . import logger, render
+from .heartbeat import heartbeat
 from .catalog import ForeignKey
 
 MAX_IDENTIFIER_BYTES = 63
@@ -96,8 +97,9 @@ def create(connect: Callable[[], psycopg.Connection[Any]], plans: Iterable[Index
         for number, plan in enumerate(plans, 1):
             if journal is not None:
                 journal("index_start", constraint=plan.fk.key, index=plan.name)
-            result = _build(conn, plan, lock_timeout_ms=lock_timeout_ms, attempts=attempts, backoff=backoff,
-                            sleep=sleep)
+            with heartbeat(progress, f"[index {number}/{len(plans)}] {plan.name}"):
+                result = _build(conn, plan, lock_timeout_ms=lock_timeout_ms, attempts=attempts, backoff=backoff,
+                                sleep=sleep)
             results.append(result)
             if journal is not None:
                 journal("index_done", constraint=plan.fk.key, index=plan.name, status=result.status,

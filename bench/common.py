@@ -28,9 +28,9 @@ CLIENT_APP = "bench-client"
 
 
 # ---------------------------------------------------------------- command line and server
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, scales: Sequence[str] = ("small", "full")) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--scale", choices=("small", "full"), default="full")
+    p.add_argument("--scale", choices=tuple(scales), default="full")
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV, DEFAULT_DSN),
                    help=f"server to use (default: ${DSN_ENV}, else {DEFAULT_DSN})")
     p.add_argument("--embedded", action="store_true",

@@ -12,7 +12,7 @@ Printed: total time, the longest single transaction, WAL bytes of the largest tr
 (``pg_current_wal_lsn()`` around it; the clients' own WAL in that window is included), and each
 client kind's longest wait and errors, with the ratio runbook / baseline.
 
-    python -m bench.erase_batches [--scale small|full] [--dsn DSN | --embedded]
+    python -m bench.erase_batches [--scale small|full|million] [--dsn DSN | --embedded]
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class Scale:
 SCALES = {
     "small": Scale("small", users=500, heavy_rows=20_000, other_rows=20_000, batch_rows=2_000),
     "full": Scale("full", users=2_000, heavy_rows=200_000, other_rows=200_000, batch_rows=10_000),
+    "million": Scale("million", users=2_000, heavy_rows=1_000_000, other_rows=200_000, batch_rows=10_000),
 }
 
 
@@ -184,7 +185,7 @@ def phase(admin: str, template: str, scale: Scale, which: str) -> tuple[dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = common.parser(__doc__.splitlines()[0], scales=sorted(SCALES)).parse_args(argv)
     scale = SCALES[args.scale]
     with common.server(args) as admin:
         print(common.machine_line(admin))

@@ -103,10 +103,7 @@ def phase(admin: str, template: str, scale: availability.Scale, name: str, work:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = common.parser(__doc__.splitlines()[0])
-    for action in parser._actions:  # noqa: SLF001 - this bench has a medium scale too
-        if action.dest == "scale":
-            action.choices = sorted(SCALES)
+    parser = common.parser(__doc__.splitlines()[0], scales=sorted(SCALES))
     parser.add_argument("--regenerate", action="store_true", help="rebuild the template database")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from . import logger, render
-from .graph import deletion_set
+from .graph import deletion_set, layered_order
 from .model import ForeignKey, TableKey, qualname
 from .params import Parameters
 from .deletion import Orphans, Preview, PreviewRow, Timeouts
@@ -132,15 +132,8 @@ def bottom_up(preview: Preview, tables: Iterable[TableKey]) -> list[TableKey]:
         if fk.child in wanted and fk.parent in wanted and fk.child != fk.parent \
                 and preview.rules.get(fk.key) == "CASCADE":
             below[fk.parent].add(fk.child)
-    order: list[TableKey] = []
-    remaining = set(wanted)
-    while remaining:
-        ready = sorted(t for t in remaining if not (below[t] & remaining))
-        if not ready:  # a cycle of cascading FKs: any order is as good, keep it stable
-            ready = [min(remaining)]
-        order.extend(ready)
-        remaining.difference_update(ready)
-    return order
+    # In a cycle of cascading FKs any order is as good: keep it stable.
+    return layered_order(wanted, below, key=lambda t: t, on_cycle=min)
 
 
 def make_erase_plan(preview: Preview, params: Parameters) -> ErasePlan:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping, TypeVar
 
 from .model import ForeignKey, TableKey, qualname
+
+Node = TypeVar("Node", bound=Hashable)
 
 
 def deletion_set(fks: Iterable[ForeignKey], parent: TableKey) -> dict[TableKey, int]:
@@ -73,3 +75,18 @@ def cascade_tree_lines(fks: Iterable[ForeignKey], parent: TableKey,
 
     walk(parent, "")
     return lines
+
+
+def layered_order(nodes: Iterable[Node], waits_for: Mapping[Node, set[Node]], *, key: Callable[[Node], Any],
+                  on_cycle: Callable[[set[Node]], Node]) -> list[Node]:
+    """Kahn's order: each round takes every node none of whose ``waits_for`` remain, sorted by ``key``;
+    when a cycle leaves none ready, ``on_cycle`` picks the one to take (and may say so)."""
+    remaining = set(nodes)
+    order: list[Node] = []
+    while remaining:
+        ready = sorted((n for n in remaining if not (waits_for.get(n, set()) & remaining)), key=key)
+        if not ready:
+            ready = [on_cycle(remaining)]
+        order.extend(ready)
+        remaining.difference_update(ready)
+    return order

@@ -61,3 +61,19 @@ def test_a_table_first_touched_by_the_statement_counts_from_zero() -> None:
     assert len(proof.others_changed) == 1
     assert proof.others_changed[0].endswith(": 7 row(s) deleted that the preview did not list "
                                             "(rows not of this user changed)")
+
+
+def test_layered_order_takes_ready_nodes_by_key_and_breaks_cycles_where_told() -> None:
+    from runbook_lib.graph import layered_order
+
+    # c waits for a and b; b waits for a; d and e wait for each other.
+    waits = {"c": {"a", "b"}, "b": {"a"}, "d": {"e"}, "e": {"d"}}
+    picked: list[set[str]] = []
+
+    def on_cycle(remaining: set[str]) -> str:
+        picked.append(set(remaining))
+        return max(remaining)
+
+    assert layered_order("abcde", waits, key=lambda n: n, on_cycle=on_cycle) == ["a", "b", "c", "e", "d"]
+    assert picked == [{"d", "e"}]
+    assert layered_order("abc", waits, key=lambda n: -ord(n), on_cycle=min) == ["a", "b", "c"]

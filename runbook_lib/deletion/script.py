@@ -11,7 +11,7 @@ from .. import logger
 from .. import params as params_mod
 from ..catalog import ForeignKey, Snapshot, TableKey, qualname
 from ..errors import RunbookError
-from ..graph import deletion_set, is_ownership
+from ..graph import deletion_set, is_ownership, layered_order
 from ..plan import make_plan
 from .common import _ident, _key_text, _require_transaction, _table
 from .preview import preview
@@ -111,19 +111,17 @@ class _Script:
             if fk.child in tables and fk.parent in tables and fk.child != fk.parent \
                     and self.rules.get(fk.key) not in ("SET NULL", "SET DEFAULT"):
                 blocks[fk.parent].add(fk.child)
+        def on_cycle(remaining: set[TableKey]) -> TableKey:
+            table = max(remaining, key=lambda t: (self.dset[t], t))
+            logger.warning("ordered delete: a cycle of NOT NULL foreign keys at %s; its order may fail",
+                           qualname(table))
+            return table
+
         statements = []
-        remaining = set(tables)
-        while remaining:
-            ready = sorted((t for t in remaining if not (blocks[t] & remaining)), key=lambda t: (-self.dset[t], t))
-            if not ready:
-                ready = [max(remaining, key=lambda t: (self.dset[t], t))]
-                logger.warning("ordered delete: a cycle of NOT NULL foreign keys at %s; its order may fail",
-                               qualname(ready[0]))
-            for table in ready:
-                cond = self.condition(table)
-                assert cond is not None
-                statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(self.target(table), cond))
-                remaining.discard(table)
+        for table in layered_order(tables, blocks, key=lambda t: (-self.dset[t], t), on_cycle=on_cycle):
+            cond = self.condition(table)
+            assert cond is not None
+            statements.append(sql.SQL("DELETE FROM {} WHERE {}").format(self.target(table), cond))
         return statements
 
 

@@ -143,10 +143,6 @@ class _Synthesizer:
         row = self.conn.execute(query).fetchone()
         return tuple(row) if row else None
 
-    def has_rows(self, table: TableKey) -> bool:
-        row = self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_table(table))).fetchone()
-        return bool(row and row[0])
-
     def unique_value(self, meta: TableMeta, plan: _ColumnPlan, email: bool) -> Text:
         col = plan.column
         base = self.cat.base(col.type_oid)
@@ -181,7 +177,9 @@ class _Synthesizer:
         cands = _type_candidates(self.cat, col, self.marker)
         return cands[plan.bump % len(cands)] if cands else None
 
-    def column_plans(self, meta: TableMeta, fixed: Mapping[str, Text], template: bool) -> list[_ColumnPlan]:
+    def column_plans(self, meta: TableMeta, fixed: Mapping[str, Text]) -> list[_ColumnPlan]:
+        """Candidate values per column, from the catalog alone: another row is never copied, so the test
+        user holds none of another user's data."""
         supplied = self.supplied(meta.key)
         single_unique = {idx.columns[0] for idx in meta.uniques if idx.usable and len(idx.columns) == 1}
         # Text under a unique expression or partial index (``lower(name)``): a fresh marker-based value,
@@ -221,7 +219,6 @@ class _Synthesizer:
             elif base.category == "S":
                 literals = [_fit(v, self.cat.max_length(col)) for v in literals]
             typed = [_Cand("value", v) for v in literals + _type_candidates(self.cat, col, self.marker)]
-            copy = [_Cand("copy")] if template else []
             email = is_parent and "mail" in col.name.lower() and self.cat.base(col.type_oid).category == "S"
             if col.name in single_unique or email:
                 cands = ([_Cand("default")] if col.has_default and not email else []) + [_Cand("unique")]
@@ -229,13 +226,13 @@ class _Synthesizer:
                     cands.insert(0, _Cand("null"))
             elif col.name in meta.partition_columns:
                 bounds = [_Cand("value", v) for v in _bound_values(meta.partition_bounds)]
-                cands = copy + bounds + ([_Cand("default")] if col.has_default else []) + typed
+                cands = bounds + ([_Cand("default")] if col.has_default else []) + typed
             elif col.has_default:
-                cands = [_Cand("default")] + copy + typed
+                cands = [_Cand("default")] + typed
             elif not col.not_null and not self.cat.types[col.type_oid].notnull:
-                cands = [_Cand("null")] + copy + typed
+                cands = [_Cand("null")] + typed
             else:
-                cands = copy + typed
+                cands = typed
             if not cands:
                 cands = [_Cand("null")]
             plans.append(_ColumnPlan(col, _dedupe(cands)))
@@ -245,7 +242,6 @@ class _Synthesizer:
         names: list[sql.Composable] = []
         exprs: list[sql.Composable] = []
         params: list[Any] = []
-        copy = False
         is_parent = meta.key == self.parent
         for plan in plans:
             cand = plan.current
@@ -254,9 +250,6 @@ class _Synthesizer:
             names.append(_ident(plan.column.name))
             if cand.kind == "null":
                 exprs.append(sql.SQL("NULL"))
-            elif cand.kind == "copy":
-                exprs.append(_ident("src", plan.column.name))
-                copy = True
             else:
                 text = cand.text
                 if cand.kind == "unique":
@@ -269,9 +262,8 @@ class _Synthesizer:
         if not names:
             query = sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING {}").format(target, returning)
         else:
-            source = sql.SQL(" FROM {} AS src LIMIT 1").format(_table(meta.key)) if copy else sql.SQL("")
-            query = sql.SQL("INSERT INTO {} ({}) SELECT {}{} RETURNING {}").format(
-                target, sql.SQL(", ").join(names), sql.SQL(", ").join(exprs), source, returning)
+            query = sql.SQL("INSERT INTO {} ({}) SELECT {} RETURNING {}").format(
+                target, sql.SQL(", ").join(names), sql.SQL(", ").join(exprs), returning)
         return query, params
 
     def adjust(self, meta: TableMeta, plans: list[_ColumnPlan], exc: psycopg.Error) -> bool:
@@ -307,7 +299,7 @@ class _Synthesizer:
                 if u.current.kind == "unique":
                     u.bump += 1
                     changed = True
-                elif u.current.kind in ("copy", "value", "default"):
+                elif u.current.kind in ("value", "default"):
                     u.candidates.insert(u.index + 1, _Cand("unique"))
                     changed = u.advance() or changed
             return changed
@@ -336,7 +328,7 @@ class _Synthesizer:
         return bad
 
     def insert(self, meta: TableMeta, fixed: Mapping[str, Text]) -> SynthesizedRow | SynthesisFailure:
-        plans = self.column_plans(meta, fixed, self.has_rows(meta.key))
+        plans = self.column_plans(meta, fixed)
         last: SynthesisFailure | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             query, params = self.build_insert(meta, plans)

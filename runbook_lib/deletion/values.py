@@ -138,7 +138,7 @@ def _type_candidates(cat: ColumnCatalog, col: Column, marker: str, *, depth: int
 
 @dataclass
 class _Cand:
-    kind: str  # value | null | default | copy | unique
+    kind: str  # value | null | default | unique
     text: Text = None
 
 

@@ -10,7 +10,6 @@ here.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import render
+from .backup import sha256_file
 
 TABLE = "history"
 HASHED = ("plan.json", "snapshot_before.json")
@@ -45,17 +45,9 @@ def script_lines(schema: str) -> list[str]:
             *(render.text(s) + ";" for s in create_statements(schema)), ""]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def folder_hashes(run_dir: Path) -> dict[str, str | None]:
     """sha256 of the files a rollback reads, or None for one that is missing."""
-    return {name: file_sha256(run_dir / name) if (run_dir / name).is_file() else None for name in HASHED}
+    return {name: sha256_file(run_dir / name) if (run_dir / name).is_file() else None for name in HASHED}
 
 
 def operator() -> str:

@@ -12,7 +12,6 @@ continue in it, and one for another parent table starts a new one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import logger
+from .backup import sha256_file
 from .errors import RunbookError
 from .markup import safe_name
 
@@ -45,14 +45,6 @@ class Identity:
 def identity_from(server: dict[str, Any], parent_schema: str, parent_table: str) -> Identity:
     return Identity(str(server["system_identifier"]), str(server["database"]),
                     f"{parent_schema}.{parent_table}")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -93,7 +85,7 @@ def record_write(run_dir: Path, name: str) -> None:
     data = _read(path)
     if data is None:
         return
-    data.setdefault("files", {})[name] = sha256_of(run_dir / name)
+    data.setdefault("files", {})[name] = sha256_file(run_dir / name)
     _write(path, data)
 
 
@@ -107,7 +99,7 @@ def check_read(run_dir: Path, name: str) -> None:
         owner = Identity(data["system_identifier"], data["database"], data["parent"])
         raise ForeignFile(f"{name} in {run_dir} was not written by a step of this run ({owner.describe()}); "
                           "run the step that makes it in this folder")
-    if sha256_of(run_dir / name) != want:
+    if sha256_file(run_dir / name) != want:
         raise ForeignFile(f"{name} in {run_dir} changed after its step wrote it (sha256 differs); "
                           "run that step again")
 

@@ -23,6 +23,7 @@ from .params import Parameters
 from .deletion import Orphans, Preview, PreviewRow, Timeouts
 from .deletion import orphans as orphans_after
 from .deletion import preview as take_preview
+from .deletion.common import _chunks, _match
 
 __all__ = ["ErasePlan", "OrphanRow", "Orphans", "Preview", "PreviewRow", "TableBatches", "Timeouts", "key_match",
            "make_erase_plan", "orphans_after", "plan_check", "predict_orphans", "take_preview"]
@@ -53,27 +54,11 @@ def plan_check(conn: psycopg.Connection[Any], params: Parameters) -> list[str]:
 def key_match(preview: Preview, table: TableKey, alias: str | None, columns: Sequence[str],
               tuples: Sequence[Identity]) -> tuple[sql.Composable, list[Any]]:
     """``columns`` equal to one of ``tuples`` (text values cast to the columns' types), index-friendly."""
-    cat = preview.catalog
-    meta = cat.meta(table)
-
-    def ident(col: str) -> sql.Identifier:
-        return sql.Identifier(alias, col) if alias else sql.Identifier(col)
-
-    if len(columns) == 1:
-        cond = sql.SQL("{} = ANY(CAST({} AS pg_catalog.text[])::{})").format(
-            ident(columns[0]), sql.Placeholder(), cat.array_type(meta.column(columns[0])))
-        return cond, [[t[0] for t in tuples]]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("CAST({} AS pg_catalog.text[])::{}").format(sql.Placeholder(), cat.array_type(meta.column(c)))
-        for c in columns)
-    cond = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
-        sql.SQL(", ").join(ident(c) for c in columns), arrays)
-    return cond, [[t[i] for t in tuples] for i in range(len(columns))]
+    return _match(preview.catalog, preview.catalog.meta(table), alias or "", columns, tuples)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+    return _chunks(items, size)
 
 
 def _sort_key(identity: Identity) -> tuple[str, ...]:

@@ -42,17 +42,21 @@ def _select_list(alias: str, columns: Sequence[str]) -> sql.Composable:
 
 def _match(cat: ColumnCatalog, meta: TableMeta, alias: str, columns: Sequence[str],
            tuples: Sequence[Identity]) -> tuple[sql.Composable, list[Any]]:
-    """``alias.columns`` equal to one of ``tuples`` (text values), in a form that uses their index."""
+    """``alias.columns`` (bare columns when ``alias`` is empty) equal to one of ``tuples`` (text values),
+    in a form that uses their index."""
+    def ident(col: str) -> sql.Identifier:
+        return _ident(alias, col) if alias else _ident(col)
+
     if len(columns) == 1:
         col = meta.column(columns[0])
         cond = sql.SQL("{} = ANY(CAST({} AS pg_catalog.text[])::{})").format(
-            _ident(alias, col.name), sql.Placeholder(), cat.array_type(col))
+            ident(col.name), sql.Placeholder(), cat.array_type(col))
         return cond, [[t[0] for t in tuples]]
     arrays = sql.SQL(", ").join(
         sql.SQL("CAST({} AS pg_catalog.text[])::{}").format(sql.Placeholder(), cat.array_type(meta.column(c)))
         for c in columns)
     cond = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
-        sql.SQL(", ").join(_ident(alias, c) for c in columns), arrays)
+        sql.SQL(", ").join(ident(c) for c in columns), arrays)
     return cond, [[t[i] for t in tuples] for i in range(len(columns))]
 
 

@@ -189,6 +189,11 @@ def goals_in_a_new_session(port: int, token: str, copies: Path, users: Path) -> 
     assert json.loads((goals / "plan.json").read_text())["parent"] == ["public", "nutrition_goals"]
     assert sorted(p.name for p in copies.iterdir() if p.is_dir()) == sorted([users.name, goals.name])
 
+    # Other folder parameters for the same parent: not the same folder, and the notebook says so.
+    printed = run_ok(port, token, "03_plan.ipynb", goals_table + "\nexact_count_rows = 10")
+    assert f"parameters differ from run folder {goals.name} (exact_count_rows): new run folder" in printed
+    assert len(list(copies.glob("*-public.nutrition_goals-*"))) == 2
+
 
 def saving_leaves_the_repository_as_it_was(port: int, token: str, copies: Path, before: dict[str, str]) -> None:
     model = api(port, token, "/api/contents/03_plan.ipynb")

@@ -151,13 +151,34 @@ def check_read(run_dir: Path, name: str, parameters: dict[str, Any] | None) -> N
         raise ForeignFile(f"{name} in {run_dir} was written under other parameters ({', '.join(keys)} differ "
                           "from this step's): run every step with the same parameters, or use a new run folder")
     want = data.get("files", {}).get(name)
+    digest = sha256_file(run_dir / name)
+    if want == digest:
+        return
+    source = _copied_from(run_dir, name, digest)
+    if source is not None:
+        raise ForeignFile(f"{name} in {run_dir} is a copy of the one in run folder {source}; "
+                          "run the step that makes it in this folder")
     if want is None:
         owner = Identity(data["system_identifier"], data["database"], data["parent"])
         raise ForeignFile(f"{name} in {run_dir} was not written by a step of this run ({owner.describe()}); "
                           "run the step that makes it in this folder")
-    if sha256_file(run_dir / name) != want:
-        raise ForeignFile(f"{name} in {run_dir} changed after its step wrote it (sha256 differs); "
-                          "run that step again")
+    raise ForeignFile(f"{name} in {run_dir} changed after its step wrote it (sha256 differs); "
+                      "run that step again")
+
+
+def _copied_from(run_dir: Path, name: str, digest: str) -> str | None:
+    """The sibling run folder whose step wrote exactly this file, if one did (only to say so)."""
+    for identity in sorted(run_dir.parent.glob(f"*/{IDENTITY}")):
+        other = identity.parent
+        if other.resolve() == run_dir.resolve():
+            continue
+        try:
+            recorded_files = (_read(identity) or {}).get("files", {})
+        except (OSError, ValueError):
+            continue  # an unreadable neighbour says nothing about this file
+        if isinstance(recorded_files, dict) and recorded_files.get(name) == digest:
+            return other.name
+    return None
 
 
 def check_snapshot(run_dir: Path, name: str, database: str, parent: tuple[str, str],

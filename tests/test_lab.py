@@ -174,11 +174,12 @@ def goals_in_a_new_session(port: int, token: str, copies: Path, users: Path) -> 
     own = snapshot.read_bytes()
 
     snapshot.write_bytes((users / "snapshot_before.json").read_bytes())  # the other parent's snapshot
-    line = refused(port, token, "03_plan.ipynb", goals_table)
-    assert line == (f"snapshot_before.json in {goals} changed after its step wrote it (sha256 differs); "
-                    "run that step again")
+    assert refused(port, token, "03_plan.ipynb", goals_table) == (
+        f"snapshot_before.json in {goals} is a copy of the one in run folder {users.name}; "
+        "run the step that makes it in this folder")
     snapshot.write_bytes(own.replace(b"nutrition_goal_targets_goal_id_fkey", b"edited_fkey"))  # edited by hand
-    assert refused(port, token, "03_plan.ipynb", goals_table) == line
+    assert refused(port, token, "03_plan.ipynb", goals_table) == (
+        f"snapshot_before.json in {goals} changed after its step wrote it (sha256 differs); run that step again")
     assert not (goals / "plan.sql").exists()
 
     snapshot.write_bytes(own)

@@ -57,9 +57,14 @@ def test_a_foreign_snapshot_copied_into_the_folder_is_refused(
     steps.inspect(users)
     goals = opened(monkeypatch, dsn, "nutrition_goals")
     shutil.copy(users.run_dir / "snapshot_before.json", goals.run_dir / "snapshot_before.json")
-    with pytest.raises(run_folder.ForeignFile, match="snapshot_before.json .* was not written by a step of this run"):
+    with pytest.raises(run_folder.ForeignFile, match=f"snapshot_before.json in .* is a copy of the one in run "
+                                                     f"folder {users.run_dir.name}; run the step that makes it"):
         steps.plan(goals)
     assert not (goals.run_dir / "plan.json").exists()
+    # Not a copy of any run's file: simply not written here.
+    (goals.run_dir / "snapshot_before.json").write_text("{}")
+    with pytest.raises(run_folder.ForeignFile, match="snapshot_before.json .* was not written by a step of this run"):
+        steps.plan(goals)
 
 
 def test_a_snapshot_edited_after_inspect_is_refused(

@@ -74,7 +74,7 @@ def _erasure(run_dir: Path) -> str:
     links = ", ".join(f"<a href=\"{n}\">{n}</a>" for n in ("receipt.html", "receipt.md", "receipt.json"))
     orphans = data["orphans"]
     return (f"<h2>Erasure receipt ({links})</h2><p class=\"{'ok' if data['ok'] else 'fail'}\">"
-            f"{escape(str(data['proof']['message']))}</p>" + _table(data["tables"])
+            f"{escape(str(data['proof']['message']))}</p>" + _table(data["tables"], ["table", "deleted", "detached"])
             + f"<p>{escape(str(orphans['rows']))} orphan row(s), "
             f"{'deleted' if orphans['deleted'] else 'reported'}: <a href=\"orphans.csv\">orphans.csv</a>. "
             "The deleted rows' key hashes: <a href=\"deleted_keys.csv.gz\">deleted_keys.csv.gz</a>.</p>")

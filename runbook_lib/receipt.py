@@ -2,8 +2,8 @@
 
 Nothing in it is a column value of the erased user: tables hold counts, the deleted rows appear only
 as SHA-256 hashes of their keys (one per row in ``deleted_keys.csv.gz``; ``receipt.json`` keeps, per
-table, the count and one SHA-256 over the table's sorted key hashes), and the user's own key is written as it is unless ``erase.hash_keys``
-asks for a salted hash (HMAC-SHA-256). The salt is never written: it is ``RUNBOOK_ERASE_SALT`` when the
+table, the count and one SHA-256 over the table's sorted key hashes), and the user's own key is
+written as it is unless ``erase.hash_keys`` asks for a salted hash (HMAC-SHA-256). The salt is never written: it is ``RUNBOOK_ERASE_SALT`` when the
 operator keeps one (then a later lookup of "was user 42 erased?" can recompute the hash), else a random
 one that is discarded (the hashes then only tie the receipt's entries together).
 """

@@ -17,8 +17,9 @@ import pytest
 
 from runbook_lib import params as params_mod
 from runbook_lib.erase_run import carry_out, erase_user, preview_user
-from tests.test_erase import (HEAVY, RULES, assert_erased, assert_no_value_of_the_user, db, file_text, keys,  # noqa: F401
-                              params, users_rows)
+from tests.test_erase import db  # noqa: F401 - the same fixture: the seeded social schema
+from tests.test_erase import (HEAVY, RULES, assert_erased, assert_no_value_of_the_user, file_text, keys, params,
+                              users_rows)
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
 RECEIPT = {"receipt.json", "receipt.md", "receipt.html", "orphans.csv", "deleted_keys.csv.gz"}
@@ -203,3 +204,28 @@ def test_a_lock_held_past_every_retry_stops_cleanly_and_a_rerun_finishes(db: Any
     assert rerun.proof is not None and rerun.proof.ok, rerun.proof and rerun.proof.message
     assert rerun.erasure is not None and sum(1 for t in rerun.erasure.transactions if t.kind == "batch") == 23
     assert_erased(conn, before, owned, orphans_deleted=False)
+
+
+def test_a_deadlock_victim_is_retried_like_a_lock_wait_and_other_errors_are_not(db: Any) -> None:
+    """The server's own SQLSTATE 40P01 (raised as a deadlock would) on the first attempt only."""
+    from runbook_lib.erase import _with_retries
+
+    _dsn, conn = db
+    attempts: list[int] = []
+    raise_as = "DO $$ BEGIN RAISE EXCEPTION 'as a deadlock' USING ERRCODE = '{}'; END $$"
+
+    def body(code: str) -> str:
+        attempts.append(1)
+        with conn.transaction():
+            if len(attempts) == 1:
+                conn.execute(raise_as.format(code))
+            return "done"
+
+    lines: list[str] = []
+    assert _with_retries("batch 1 of 1 (t)", retrying(backoff=0.01), lambda: body("40P01"), lines.append) == "done"
+    assert len(attempts) == 2
+    assert lines[0].startswith("batch 1 of 1 (t): chosen as a deadlock's victim (attempt 1 of 6)")
+    attempts.clear()
+    with pytest.raises(psycopg.errors.QueryCanceled):  # a statement_timeout is not a lock wait
+        _with_retries("batch 1 of 1 (t)", retrying(backoff=0.01), lambda: body("57014"), lines.append)
+    assert len(attempts) == 1

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -165,16 +164,17 @@ def test_a_batch_waiting_for_a_row_lock_is_retried_and_completes(db: Any, other:
     _dsn, conn = db
     before, owned = keys(conn), users_rows(conn)
     assert lock_batch(other, conn, 2) == 1000
-    release = threading.Timer(1.0, other.rollback)
-    release.start()
     lines: list[str] = []
-    try:
-        outcome = erase_user(conn, retrying(), HEAVY, confirm=True, evidence_dir=tmp_path, progress=lines.append)
-    finally:
-        release.join()
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if sum("retrying in" in seen for seen in lines) == 2:
+            other.rollback()  # the other session ends after the batch has waited twice
+
+    outcome = erase_user(conn, retrying(), HEAVY, confirm=True, evidence_dir=tmp_path, progress=progress)
     assert outcome.proof is not None and outcome.proof.ok, outcome.proof and outcome.proof.message
     waits = [line for line in lines if "lock not available" in line]
-    assert waits and all(line.startswith("batch 2 of 25 (public.events): lock not available within lock_timeout "
+    assert len(waits) == 2 and all(line.startswith("batch 2 of 25 (public.events): lock not available within lock_timeout "
                                          "200ms (attempt ") and "retrying in" in line for line in waits), lines
     assert sum(1 for line in lines if line.startswith("batch 2 of 25") and "1000 row(s) deleted" in line) == 1
     assert outcome.erasure is not None and len(outcome.erasure.transactions) == 26

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .erase import Erasure, expected_counts
-from .erase_plan import ErasePlan, Identity, OrphanRow
+from .erase_plan import ErasePlan, OrphanRow
 from .erase_proof import EraseProof
 from .evidence import new_run_id, write_manifest
 from .model import qualname

@@ -197,8 +197,8 @@ def run_batches(conn: psycopg.Connection[Any], erasure: Erasure, params: Paramet
         tx = _with_retries(what, params, lambda: _batch(conn, erasure, params, table, leaf, keys), progress)
         erasure.transactions.append(tx)
         logger.info("erase: batch %d of %s: %d key(s) in %.3fs", done, qualname(leaf), len(keys), tx.seconds)
-        _say(progress, f"{what}: {sum(tx.deleted.values())} row(s) deleted in {tx.seconds:.3f}s, "
-                       f"{time.perf_counter() - started:.1f}s elapsed")
+        _say(progress, f"{what}: {sum(tx.deleted.values())} row(s) deleted in {tx.seconds * 1000:.1f} ms, "
+                       f"{time.perf_counter() - started:.1f} s elapsed")
         if after_batch is not None:
             after_batch(done)
 
@@ -327,7 +327,7 @@ def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameter
     erasure.orphans = found
     erasure.orphans_deleted = deleted_orphans
     _say(progress, f"{what}: {sum(tx.deleted.values())} row(s) deleted, {sum(tx.updated.values())} detached "
-                   f"in {tx.seconds:.3f}s")
+                   f"in {tx.seconds * 1000:.1f} ms")
 
 
 def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,

@@ -74,6 +74,11 @@ class EraseOutcome:
 
     @property
     def message(self) -> str:
+        # The proof's status word leads the line ("PASS: user 7: ..."), so a verdict built on it
+        # does not repeat it in the middle.
+        word, sep, rest = self.result.partition(": ")
+        if sep and word in ("PASS", "FAIL"):
+            return f"{word}: {self.who}: {rest}"
         return f"{self.who}: {self.result}"
 
 
@@ -197,7 +202,7 @@ def orphans_frame(rows: Sequence[OrphanRow]) -> pd.DataFrame:
 
 
 def transactions_frame(erasure: Erasure) -> pd.DataFrame:
-    return pd.DataFrame([{"kind": t.kind, "table": t.table, "keys": t.keys, "seconds": t.seconds,
+    return pd.DataFrame([{"kind": t.kind, "table": t.table, "keys": t.keys, "ms": f"{t.seconds * 1000:.1f} ms",
                           "rows deleted": sum(t.deleted.values()), "rows detached": sum(t.updated.values()),
                           "rows inserted": sum(t.inserted.values())} for t in erasure.transactions])
 

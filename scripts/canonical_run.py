@@ -1,9 +1,9 @@
 """The canonical run behind the notebooks' stored outputs, shared by regenerate_outputs.py and the tests.
 
 00 to 05 run as stored (the default dry run). Then the plan is applied for real by the runner (the run
-folder ``applied``, with its manifest), 06 deletes a test user on the changed database and 07 rolls that
-run back: each of the two with the values ``runbook run`` would inject after its parameter cell, so
-that both are checked on the path where they do their real work.
+folder ``applied``, with its manifest), 06 deletes a test user on the changed database, 08 erases a
+real user of it and 07 rolls that run back: each with the values ``runbook run`` would inject after its
+parameter cell, so that each is checked on the path where it does its real work.
 """
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ import nbformat
 from papermill.parameterize import parameterize_notebook
 
 DRY = ["00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify"]
-REAL = ["06_test_user_deletion", "07_rollback"]
+# 08 erases a real user of the changed database before 07 rolls the change back.
+REAL = ["06_test_user_deletion", "08_erase_user", "07_rollback"]
+ERASED_USER = 7
 CHECKED = DRY + REAL
 APPLIED = "applied"
 
 
 def injected(name: str, evidence: Path) -> dict[str, Any]:
-    """What 06 and 07 are run with: a real (not dry) run; 07 rolls back the run folder ``applied``."""
+    """What 06, 08 and 07 are run with: a real (not dry) run; 08 erases one user with ``confirm``; 07
+    rolls back the run folder ``applied``."""
     values: dict[str, Any] = {"dry_run": False}
+    if name == "08_erase_user":
+        values.update(erase_user_id=ERASED_USER, confirm=True)
     if name == "07_rollback":
         values["source_run"] = str(evidence / APPLIED)
     return values

@@ -4,8 +4,8 @@
 
 Run it after an intended change to what a notebook shows, review the diff, commit. The canonical
 server is the embedded PostgreSQL 18; the run is the one in scripts/canonical_run.py: 00 to 05 as a
-dry run, then a real apply, 06 deleting a test user on the changed database and 07 rolling the apply
-back. Stored outputs are sanitized with notebooks/nbval_sanitize.cfg, so they hold no paths and no
+dry run, then a real apply, 06 deleting a test user on the changed database, 08 erasing a real user
+and 07 rolling the apply back. Stored outputs are sanitized with notebooks/nbval_sanitize.cfg, so they hold no paths and no
 secrets.
 """
 from __future__ import annotations

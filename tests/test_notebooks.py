@@ -37,7 +37,7 @@ def demo_dsn(demo_server: str) -> str:
 
 
 def checked_copies(sources: dict[str, Path], dsn: str, tmp_path: Path) -> list[Path]:
-    """06 and 07 as nbval runs them: the stored notebook with the values of a real run injected
+    """06, 08 and 07 as nbval runs them: the stored notebook with the values of a real run injected
     after the parameter cell (the apply they follow is made here first)."""
     evidence = tmp_path / "ev"
     apply_for_real(dsn, evidence)
@@ -66,7 +66,8 @@ def test_stored_outputs_match_a_fresh_run(demo_dsn: str, tmp_path: Path) -> None
     result = nbval([NOTEBOOKS / f"{n}.ipynb" for n in DRY], demo_dsn, tmp_path / "run")
     assert result.returncode == 0, result.stdout[-6000:]
     assert " passed" in result.stdout and "failed" not in result.stdout.splitlines()[-1]
-    # 06 and 07 on their real paths: a test user deleted on the changed database, the change rolled back.
+    # 06, 08 and 07 on their real paths: a test user deleted on the changed database, a real user
+    # erased, the change rolled back.
     real = checked_copies({n: NOTEBOOKS / f"{n}.ipynb" for n in REAL}, demo_dsn, tmp_path)
     result = nbval(real, demo_dsn, tmp_path / "run")
     assert result.returncode == 0, result.stdout[-6000:]
@@ -102,17 +103,20 @@ def test_nbval_catches_a_changed_plan(demo_dsn: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_nbval_catches_a_changed_test_user_deletion_and_rollback(demo_dsn: str, tmp_path: Path) -> None:
+def test_nbval_catches_a_changed_test_user_deletion_erasure_and_rollback(demo_dsn: str, tmp_path: Path) -> None:
     deletion, in_06 = changed_copy("06_test_user_deletion", "none left", "1 left", tmp_path / "nb")
+    erasure, in_08 = changed_copy("08_erase_user", "row(s) deleted in 1 transaction(s)",
+                                  "row(s) deleted in 2 transaction(s)", tmp_path / "nb")
     rollback, in_07 = changed_copy("07_rollback", "restored to their original definitions",
                                    "restored to other definitions", tmp_path / "nb")
-    real = checked_copies({"06_test_user_deletion": deletion, "07_rollback": rollback}, demo_dsn, tmp_path)
+    real = checked_copies({"06_test_user_deletion": deletion, "08_erase_user": erasure, "07_rollback": rollback},
+                          demo_dsn, tmp_path)
     result = nbval(real, demo_dsn, tmp_path / "run")
     assert result.returncode != 0
-    # Exactly the changed cells fail: everything else in 06 and 07 still matches its stored output.
-    assert f"{in_06 + in_07} failed" in result.stdout.splitlines()[-1], result.stdout[-3000:]
-    assert "FAILED 06_test_user_deletion.ipynb::Cell" in result.stdout
-    assert "FAILED 07_rollback.ipynb::Cell" in result.stdout
+    # Exactly the changed cells fail: everything else in 06, 08 and 07 still matches its stored output.
+    assert f"{in_06 + in_08 + in_07} failed" in result.stdout.splitlines()[-1], result.stdout[-3000:]
+    for name in ("06_test_user_deletion", "08_erase_user", "07_rollback"):
+        assert f"FAILED {name}.ipynb::Cell" in result.stdout
 
 
 def test_stored_outputs_hold_no_paths_or_secrets() -> None:

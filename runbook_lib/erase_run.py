@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 import psycopg
 
-from . import catalog, receipt
+from . import catalog, receipt, terminal
 from .connect import connect
 from .erase import BatchHook, Erasure, erase
 from .erase_plan import (ErasePlan, OrphanRow, Preview, Timeouts, make_erase_plan, plan_check, predict_orphans,
@@ -150,18 +150,24 @@ def proof_frame(proof: EraseProof) -> pd.DataFrame:
 
 
 def report_lines(outcome: EraseOutcome) -> list[str]:
-    """The outcome as text lines for the command line."""
+    """The outcome as text lines for the command line, none wider than ``terminal.WIDTH``: the index
+    each unindexed FK needs is listed whole below the table, not squeezed into a cell."""
     lines: list[str] = []
     if outcome.plan is not None:
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                               "display.max_colwidth", 120):
-            lines.append(preview_frame(outcome.plan).to_string(index=False))
-            if outcome.predicted_orphans:
-                lines += ["", "orphans (referenced only by this user's rows):",
-                          orphans_frame(outcome.predicted_orphans).to_string(index=False)]
-            if outcome.erasure is not None:
-                lines += ["", transactions_frame(outcome.erasure).to_string(index=False)]
-        lines += [f"note: {n}" for n in outcome.plan.notes]
+        frame = preview_frame(outcome.plan)
+        fixes = [fix for fix in frame.pop("unindexed FK fix") if fix]
+        lines += terminal.frame_lines(frame)
+        if fixes:
+            lines += ["", "unindexed foreign keys (each deletion scans its table); index them with:"]
+            for fix in fixes:
+                lines += terminal.code_lines(fix, "    ", first="  ")
+        if outcome.predicted_orphans:
+            lines += ["", "orphans (referenced only by this user's rows):",
+                      *terminal.frame_lines(orphans_frame(outcome.predicted_orphans))]
+        if outcome.erasure is not None:
+            lines += ["", *terminal.frame_lines(transactions_frame(outcome.erasure))]
+        for note in outcome.plan.notes:
+            lines += terminal.text_lines(note, "      ", first="note: ")
     if outcome.evidence is not None:
         lines.append(f"evidence: {outcome.evidence}")
     return lines

@@ -27,11 +27,10 @@ def frame_lines(frame: Any) -> list[str]:
         return str(frame.to_string(index=False, line_width=WIDTH, max_colwidth=CELLS[-1])).splitlines()
 
 
-def text_lines(text: str, indent: str = "", *, first: str | None = None) -> list[str]:
-    """Prose wrapped to ``WIDTH``; lines after the first take ``indent``."""
-    start = indent if first is None else first
-    return textwrap.wrap(text, WIDTH, initial_indent=start, subsequent_indent=indent,
-                         break_on_hyphens=False) or [start.rstrip()]
+def text_lines(text: str, indent: str = "", *, first: str = "") -> list[str]:
+    """Prose wrapped to ``WIDTH``, starting with ``first``; lines after the first take ``indent``."""
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=indent,
+                         break_on_hyphens=False) or [first.rstrip()]
 
 
 def _words(code: str) -> Iterable[str]:
@@ -53,10 +52,11 @@ def _words(code: str) -> Iterable[str]:
         yield "".join(word)
 
 
-def code_lines(code: str, indent: str = "", *, first: str | None = None) -> list[str]:
-    """SQL or code wrapped to ``WIDTH`` at spaces outside quotes (a longer word stands alone)."""
+def code_lines(code: str, indent: str = "", *, first: str = "") -> list[str]:
+    """SQL or code wrapped to ``WIDTH`` at spaces outside quotes (a longer word stands alone), starting
+    with ``first``; lines after the first take ``indent``."""
     lines: list[str] = []
-    line = indent if first is None else first
+    line = first
     bare = True
     for word in _words(code):
         if not bare and len(line) + 1 + len(word) > WIDTH:

@@ -6,7 +6,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook, new_output
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from runbook_lib import runner, terminal
 from tests import wide_schema
@@ -26,17 +26,36 @@ def test_preview_fits_100_columns(make_db: Any, tmp_path: Path) -> None:
     assert not too_wide, too_wide
 
 
-def test_notebook_pages_scroll_wide_tables_inside_the_page(tmp_path: Path) -> None:
+def page_of(tmp_path: Path, hide_code: bool = False) -> str:
     nb = new_notebook()
-    wide = "<table class=\"dataframe\"><tr>" + "".join(f"<td>{'x' * 40}</td>" for _ in range(40)) + "</tr></table>"
-    cell = new_code_cell("plan", outputs=[new_output("execute_result", data={"text/html": wide},
-                                                     execution_count=1)])
-    nb.cells = [cell]
+    wide = ("<style scoped>.dataframe tbody tr th {vertical-align: top;}</style><table class=\"dataframe\"><thead>"
+            "<tr><th>constraint</th></tr></thead><tbody><tr>" + "".join(f"<td>{'x' * 40}</td>" for _ in range(40))
+            + "</tr></tbody></table><img src=x onerror=alert(1)><script>alert(2)</script>")
+    cell = new_code_cell("plan_frame = report.plan_frame(plan)",
+                         outputs=[new_output("execute_result", data={"text/html": wide}, execution_count=1)])
+    nb.cells = [new_markdown_cell("# The plan\n\nEvery foreign key <b onmouseover=alert(3)>into</b> the set."), cell]
     path = tmp_path / "03_plan.ipynb"
     nbformat.write(nb, path)
-    page = runner.render_html(path).read_text()
-    assert "table.dataframe{display:block;max-width:100%;overflow-x:auto}" in page
-    assert page.index("overflow-x:auto}</style>") < page.index("</head>")
+    return runner.render_html(path, hide_code=hide_code).read_text()
+
+
+def test_notebook_pages_wrap_long_cells_and_keep_report_markup(tmp_path: Path) -> None:
+    page = page_of(tmp_path)
+    assert "overflow-wrap:anywhere" in page and "table.dataframe{display:block;max-width:100%;overflow-x:auto}" in page
+    assert page.index("overflow-wrap:anywhere}</style>") < page.index("</head>")
+    # A heading and a DataFrame's header are markup; pandas' own style block and anything live are gone.
+    assert '<h1 id="The-plan">' in page and "<th>constraint</th>" in page and "&lt;th&gt;" not in page
+    body = page[page.index("<body"):]
+    assert "vertical-align: top" not in body and "onerror" not in body and "onmouseover" not in body
+    assert "<script>alert" not in body and "<img" not in body
+    assert "plan_frame" in body  # the code cell is shown by default
+
+
+def test_pages_for_auditors_leave_the_code_out(tmp_path: Path) -> None:
+    body = page_of(tmp_path, hide_code=True)
+    body = body[body.index("<body"):]
+    assert "plan_frame" not in body and "<th>constraint</th>" in body and '<h1 id="The-plan">' in body
+    assert "report.plan_frame" in (tmp_path / "03_plan.ipynb").read_text()
 
 
 def too_wide(text: str) -> list[str]:

@@ -1,5 +1,5 @@
 """Command-line output that fits a terminal of ``WIDTH`` columns: frames abbreviate long cells and wrap
-their columns, text wraps; the evidence files keep every value whole.
+their columns into blocks that each repeat the row's name, text wraps.
 
 SQL and code wrap only at spaces outside quotes, so that a quoted name with a space in it is never
 split across lines and a wrapped statement still runs when pasted.
@@ -11,8 +11,31 @@ from typing import Any, Iterable
 
 WIDTH = 100
 # How wide a frame's cell may grow, widest first: the first width at which the whole frame fits is
-# taken; a frame that fits at none has its cells cut at the last and its columns wrapped.
+# taken. A frame that fits at none is cut into blocks of columns, each led by the first column (the
+# row's name, cut in the middle to ``KEY`` so that both ends stay), the other cells cut to the last.
 CELLS = (80, 60, 50, 40)
+KEY = WIDTH - CELLS[-1] - 2  # a block of the key and one cut column always fits
+
+
+def _cut(value: Any, width: int) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _cut_middle(value: Any, width: int) -> str:
+    text = str(value)
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def _text(frame: Any) -> list[str]:
+    return str(frame.to_string(index=False)).splitlines()
+
+
+def _widest(lines: list[str]) -> int:
+    return max((len(line) for line in lines), default=0)
 
 
 def frame_lines(frame: Any) -> list[str]:
@@ -22,9 +45,22 @@ def frame_lines(frame: Any) -> list[str]:
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.max_colwidth", None):
         for cell in CELLS:
             lines = str(frame.to_string(index=False, max_colwidth=cell)).splitlines()
-            if max((len(line) for line in lines), default=0) <= WIDTH:
+            if _widest(lines) <= WIDTH:
                 return lines
-        return str(frame.to_string(index=False, line_width=WIDTH, max_colwidth=CELLS[-1])).splitlines()
+        cut = frame.copy()
+        key, rest = cut.columns[0], list(cut.columns[1:])
+        cut[key] = cut[key].map(lambda v: _cut_middle(v, KEY))
+        for column in rest:
+            cut[column] = cut[column].map(lambda v: _cut(v, CELLS[-1]))
+        blocks: list[list[Any]] = [[]]
+        for column in rest:
+            if blocks[-1] and _widest(_text(cut[[key, *blocks[-1], column]])) > WIDTH:
+                blocks.append([])
+            blocks[-1].append(column)
+        lines = []
+        for number, columns in enumerate(blocks):
+            lines += ([""] if number else []) + _text(cut[[key, *columns]])
+        return lines
 
 
 def text_lines(text: str, indent: str = "", *, first: str = "") -> list[str]:

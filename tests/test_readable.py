@@ -118,5 +118,7 @@ def test_every_command_fits_100_columns_on_a_40_table_schema(make_db: Any, tmp_p
     assert (f'CREATE INDEX CONCURRENTLY "{last}_user_id_fk_idx" ON "public"."{last}" ("user_id")'
             in joined(out["erase"]))
     assert f"public.{last} " in out["erase"] and "public.users " in out["erase"]
+    # A frame too wide for one block is cut into blocks that each start with the row's name, whole here.
+    assert all(f"public.{name} " in out["preview"] for name in wide_schema.table_names())
     assert out["orm-check"].count("write: ForeignKey(") == 80, out["orm-check"][-3000:]
     assert "wide_models.py:" in out["orm-check"] and str(tmp_path) not in out["orm-check"]

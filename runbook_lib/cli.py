@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from . import runner
 
-    if args.command in ("run", "rollback"):
+    if args.command in ("run", "rollback", "erase"):
         from . import progress
 
         progress.enable(sys.stderr)

@@ -40,6 +40,9 @@ class RunContext:
     run_dir: Path
     dsn: InitVar[str | None] = None
     by_hand: bool = False  # a notebook opened by hand, in an interactive run folder
+    # Off only for another run's folder read by a rollback: its files were written under that run's
+    # parameters; their hashes and the database's history vouch for them.
+    own_folder: bool = True
     _conninfo: connect_mod.Hidden | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self, dsn: str | None) -> None:
@@ -50,7 +53,8 @@ class RunContext:
         return self._conninfo.reveal() if self._conninfo is not None else connect_mod.dsn_from_env()
 
     def with_run_dir(self, run_dir: Path) -> "RunContext":
-        return RunContext(params=self.params, run_dir=run_dir,
+        """This context reading another run's folder (a rollback's source)."""
+        return RunContext(params=self.params, run_dir=run_dir, own_folder=False,
                           dsn=self._conninfo.reveal() if self._conninfo is not None else None)
 
     @classmethod
@@ -59,21 +63,24 @@ class RunContext:
 
         Under ``runbook run`` the folder is given; a notebook opened by hand gets a folder under the
         evidence folder, named by database, parent table and time (see run_folder). Either way the
-        folder is claimed for this server, database and parent table, and refused for any other.
+        folder is claimed for this server, database, parent table and the parameters its files depend
+        on (``run_folder.FOLDER_KEYS``): a given folder of another one is refused, and a notebook opened
+        by hand with other such parameters starts a new folder (with a warning saying why).
         """
         params = validate(values)
         dsn = connect_mod.dsn_from_env()
         with connect_mod.connect(dsn, autocommit=True) as conn:
             ident = run_folder.identity_from(catalog.server_identity(conn), params.parent_schema,
                                              params.parent_table)
+        folder_params = run_folder.folder_parameters(params)
         chosen = str(run_dir or os.environ.get(RUN_DIR_ENV, "") or "")
         if chosen:
             path = Path(chosen)
             private_dir(path)
-            run_folder.establish(path, ident)
+            run_folder.establish(path, ident, folder_params)
         else:
             base = private_dir(Path(os.environ.get("RUNBOOK_EVIDENCE_DIR", "evidence")))
-            path = private_dir(run_folder.interactive_folder(base, ident))
+            path = private_dir(run_folder.interactive_folder(base, ident, folder_params))
         # The connection string stays in the environment: nothing a cell can print holds it.
         return cls(params=params, run_dir=path.resolve(), by_hand=not chosen)
 
@@ -93,7 +100,8 @@ class RunContext:
         path = self.path(name)
         if not path.exists():
             return None
-        run_folder.check_read(self.run_dir, name)
+        run_folder.check_read(self.run_dir, name,
+                              run_folder.folder_parameters(self.params) if self.own_folder else None)
         return json.loads(path.read_text(encoding="utf-8"))
 
     def save_text(self, name: str, text: str) -> Path:

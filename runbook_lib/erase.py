@@ -6,24 +6,30 @@ that transaction deleted, updated and inserted per table (cascades and triggers 
 reading any table. A batch that touched a table the preview does not name is rolled back; the final
 transaction commits only when, together with the batches, every table changed by exactly the preview's
 counts. A crash between batches leaves only whole batches done: a rerun previews again and finishes.
+A transaction that loses a lock wait (``lock_timeout``) or a deadlock is tried again with backoff
+(``lock_retries``, ``retry_backoff``, as apply does); after the last attempt the erasure stops there.
 """
 from __future__ import annotations
 
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from . import logger
 from .errors import RunbookError
-from .erase_plan import ErasePlan, Identity, OrphanRow, Preview, chunks, key_match, orphan_values, orphans_after
+from .erase_plan import (ErasePlan, Identity, OrphanRow, Preview, chunks, key_match, orphan_values,
+                         TableBatches, orphans_after)
 from .model import TableKey, qualname
 from .params import Parameters
+from .retry import LOCK_WAITS, backoff_delay
 
 BatchHook = Callable[[int], None]
+Progress = Callable[[str], None]
+T = TypeVar("T")
 
 _STATS = ("SELECT schemaname::text, relname::text, n_tup_ins, n_tup_upd, n_tup_del "
           "FROM pg_catalog.pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0")
@@ -132,30 +138,69 @@ def _delete_keys(conn: psycopg.Connection[Any], preview: Preview, root: TableKey
     conn.execute(sql.SQL("DELETE FROM ONLY {} WHERE {}").format(sql.Identifier(*leaf), cond), values)
 
 
-def run_batches(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters,
-                after_batch: BatchHook | None = None) -> None:
-    """Delete the heavy tables' rows in batches, deepest tables first, one short transaction each."""
+def _with_retries(what: str, params: Parameters, body: Callable[[], T], progress: Progress | None) -> T:
+    """``body`` (one transaction), tried again with backoff while it loses a lock wait or a deadlock.
+
+    Each failed attempt was rolled back whole. After ``lock_retries`` attempts the erasure stops with
+    an EraseError: the transactions committed before stay done and a rerun finishes the job.
+    """
+    attempts = params.lock_retries
+    for attempt in range(1, attempts + 1):
+        try:
+            return body()
+        except LOCK_WAITS as exc:
+            reason = ("chosen as a deadlock's victim" if isinstance(exc, psycopg.errors.DeadlockDetected)
+                      else f"lock not available within lock_timeout {params.lock_timeout_ms}ms")
+            if attempt == attempts:
+                raise EraseError(f"{what}: {reason}, gave up after {attempts} attempt(s) and rolled it back; "
+                                 "what committed before stays done: run the erasure again to finish",
+                                 sqlstate=exc.sqlstate) from None
+            delay = backoff_delay(params.retry_backoff, attempt)
+            logger.warning("erase: %s: %s (attempt %d of %d), retrying in %.2fs", what, reason, attempt,
+                           attempts, delay)
+            _say(progress, f"{what}: {reason} (attempt {attempt} of {attempts}), retrying in {delay:.2f}s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _say(progress: Progress | None, line: str) -> None:
+    if progress is not None:
+        progress(line)
+
+
+def _batch(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters, table: TableBatches,
+           leaf: TableKey, keys: Sequence[Identity]) -> Transaction:
     preview = erasure.plan.preview
     allowed = set(erasure.expected[0]) | set(erasure.expected[1])
-    done = 0
-    for table in erasure.plan.batched:
-        for leaf, keys in table.batches(erasure.plan.batch_rows):
-            started = time.perf_counter()
-            with conn.transaction():
-                _limit(conn, params)
-                before = _stats(conn)
-                _delete_keys(conn, preview, table.table, leaf, table.key_columns, keys)
-                tx = _record("batch", qualname(leaf), len(keys), started, before, _stats(conn))
-                wrong = _unexpected(tx, allowed)
-                if wrong:
-                    raise EraseError(f"batch of {qualname(leaf)} rolled back: it changed tables the preview "
-                                     f"does not name: {'; '.join(wrong)}", table=qualname(leaf))
-            tx.seconds = round(time.perf_counter() - started, 4)
-            erasure.transactions.append(tx)
-            done += 1
-            logger.info("erase: batch %d of %s: %d key(s) in %.3fs", done, qualname(leaf), len(keys), tx.seconds)
-            if after_batch is not None:
-                after_batch(done)
+    started = time.perf_counter()
+    with conn.transaction():
+        _limit(conn, params)
+        before = _stats(conn)
+        _delete_keys(conn, preview, table.table, leaf, table.key_columns, keys)
+        tx = _record("batch", qualname(leaf), len(keys), started, before, _stats(conn))
+        wrong = _unexpected(tx, allowed)
+        if wrong:
+            raise EraseError(f"batch of {qualname(leaf)} rolled back: it changed tables the preview "
+                             f"does not name: {'; '.join(wrong)}", table=qualname(leaf))
+    tx.seconds = round(time.perf_counter() - started, 4)
+    return tx
+
+
+def run_batches(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters,
+                after_batch: BatchHook | None = None, progress: Progress | None = None) -> None:
+    """Delete the heavy tables' rows in batches, deepest tables first, one short transaction each."""
+    work = [(table, leaf, keys) for table in erasure.plan.batched
+            for leaf, keys in table.batches(erasure.plan.batch_rows)]
+    started = time.perf_counter()
+    for done, (table, leaf, keys) in enumerate(work, start=1):
+        what = f"batch {done} of {len(work)} ({qualname(leaf)})"
+        tx = _with_retries(what, params, lambda: _batch(conn, erasure, params, table, leaf, keys), progress)
+        erasure.transactions.append(tx)
+        logger.info("erase: batch %d of %s: %d key(s) in %.3fs", done, qualname(leaf), len(keys), tx.seconds)
+        _say(progress, f"{what}: {sum(tx.deleted.values())} row(s) deleted in {tx.seconds:.3f}s, "
+                       f"{time.perf_counter() - started:.1f}s elapsed")
+        if after_batch is not None:
+            after_batch(done)
 
 
 def settle(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters) -> int:
@@ -245,8 +290,8 @@ def _compare(erasure: Erasure, final: Transaction, orphan_deletes: Mapping[str, 
     return problems
 
 
-def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters) -> None:
-    """The user and its remaining rows in one transaction, committed only when it matches the preview."""
+def _final_once(conn: psycopg.Connection[Any], erasure: Erasure,
+                params: Parameters) -> tuple[Transaction, list[OrphanRow], bool]:
     preview = erasure.plan.preview
     key_cols = tuple(preview.user_key)
     started = time.perf_counter()
@@ -270,15 +315,26 @@ def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameter
             raise EraseError("final transaction rolled back, it does not match the preview: " + "; ".join(problems)
                              + " (rows changed meanwhile? run the erasure again)", table=qualname(preview.parent))
     tx.seconds = round(time.perf_counter() - started, 4)
+    return tx, found, deleted_orphans
+
+
+def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters,
+              progress: Progress | None = None) -> None:
+    """The user and its remaining rows in one transaction, committed only when it matches the preview."""
+    what = f"final transaction ({qualname(erasure.plan.preview.parent)})"
+    tx, found, deleted_orphans = _with_retries(what, params, lambda: _final_once(conn, erasure, params), progress)
     erasure.transactions.append(tx)
     erasure.orphans = found
     erasure.orphans_deleted = deleted_orphans
+    _say(progress, f"{what}: {sum(tx.deleted.values())} row(s) deleted, {sum(tx.updated.values())} detached "
+                   f"in {tx.seconds:.3f}s")
 
 
 def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
-          after_batch: BatchHook | None = None) -> Erasure:
+          after_batch: BatchHook | None = None, progress: Progress | None = None) -> Erasure:
     """Batches, then the final transaction. ``conn`` must be in autocommit mode (each transaction is
-    its own). A failure is recorded in ``Erasure.failure``; what committed before it stays done."""
+    its own). A failure is recorded in ``Erasure.failure``; what committed before it stays done.
+    ``progress`` receives one line per transaction as it commits and per lock wait retried."""
     if not conn.autocommit:
         raise RunbookError("erase needs an autocommit connection: every batch commits on its own")
     if plan.blockers:
@@ -287,9 +343,9 @@ def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
     erasure.started_at = time.time()
     started = time.perf_counter()
     try:
-        run_batches(conn, erasure, params, after_batch)
+        run_batches(conn, erasure, params, after_batch, progress)
         settle(conn, erasure, params)
-        run_final(conn, erasure, params)
+        run_final(conn, erasure, params, progress)
     except EraseError as exc:
         erasure.failure = str(exc)
     except psycopg.Error as exc:

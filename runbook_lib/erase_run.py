@@ -2,10 +2,12 @@
 
 preflight (the plan's check is empty) -> preview (rows per table, detached rows, blockers, unindexed
 FKs, orphans to be) -> only with ``confirm``: batches and the final transaction -> proof -> receipt.
-Without ``confirm`` nothing is changed and nothing is written.
+Without ``confirm`` nothing is changed and nothing is written. ``runbook erase`` runs these through
+notebook 08 (``preview_user`` then ``carry_out``), which writes the receipt into its own run folder.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +16,20 @@ from typing import Any, Sequence
 import pandas as pd
 import psycopg
 
-from . import catalog, receipt, terminal
+from . import catalog, receipt
 from .connect import connect
-from .erase import BatchHook, Erasure, erase
+from .erase import BatchHook, Erasure, Progress, erase
 from .erase_plan import (ErasePlan, OrphanRow, Preview, Timeouts, make_erase_plan, plan_check, predict_orphans,
                          take_preview)
 from .erase_proof import EraseProof, prove
 from .errors import ParameterError, RunbookError
 from .model import TableKey, qualname
 from .params import Parameters
+
+
+# ``runbook erase`` hands the notebook a user's key here when ``erase.hash_keys`` is set: a notebook
+# parameter would be written into the executed notebook, and the evidence must not hold the key.
+USER_ID_ENV = "RUNBOOK_ERASE_USER_ID"
 
 
 @dataclass
@@ -34,6 +41,7 @@ class EraseOutcome:
     erasure: Erasure | None = None
     proof: EraseProof | None = None
     evidence: Path | None = None
+    hide_key: bool = False  # erase.hash_keys: no message names the key
 
     @property
     def blocked(self) -> list[str]:
@@ -46,15 +54,34 @@ class EraseOutcome:
         return self.erasure is None or (self.proof is not None and self.proof.ok)
 
     @property
-    def message(self) -> str:
+    def who(self) -> str:
+        return "the user (key hashed)" if self.hide_key else f"user {self.user_id}"
+
+    @property
+    def result(self) -> str:
+        """The outcome in one line, without naming the user."""
         if self.preflight:
-            return f"user {self.user_id}: refused, the foreign keys are not as the policy wants"
+            return "refused, the foreign keys are not as the policy wants"
         if self.plan and self.plan.blockers:
-            return f"user {self.user_id}: refused: " + "; ".join(self.plan.blockers)
+            return "refused: " + "; ".join(self.plan.blockers)
         if self.proof is not None:
-            return f"user {self.user_id}: {self.proof.message}"
+            return self.proof.message
         assert self.plan is not None
-        return f"user {self.user_id} (preview only, nothing changed): {self.plan.preview.message}"
+        preview = self.plan.preview
+        deleted, detached = preview.deleted_counts(), sum(preview.detached_counts().values())
+        return (f"preview only, nothing changed: {sum(deleted.values())} row(s) to delete in {len(deleted)} "
+                f"table(s), {detached} to detach (SET NULL/DEFAULT)")
+
+    @property
+    def message(self) -> str:
+        return f"{self.who}: {self.result}"
+
+
+def given_user_id(value: object) -> str | None:
+    """The notebook's ``erase_user_id``, else the one ``runbook erase`` put in the environment."""
+    if value is not None:
+        return str(value)
+    return os.environ.get(USER_ID_ENV) or None
 
 
 def _parent(params: Parameters) -> TableKey:
@@ -95,23 +122,47 @@ def validate_ids(conn: psycopg.Connection[Any], params: Parameters, ids: Sequenc
         checked_preview(conn, params, user_id)
 
 
-def erase_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str, *, confirm: bool,
-               evidence_dir: str | Path = "evidence", after_batch: BatchHook | None = None) -> EraseOutcome:
-    """Preflight and preview; with ``confirm``, erase, prove and write the receipt."""
-    outcome = EraseOutcome(user_id, plan_check(conn, params))
+def preview_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str) -> EraseOutcome:
+    """Preflight, preview and the orphans to be: reads only."""
+    outcome = EraseOutcome(user_id, plan_check(conn, params), hide_key=bool(params.erase["hash_keys"]))
     found = checked_preview(conn, params, user_id)
     outcome.plan = make_erase_plan(found, params)
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         outcome.predicted_orphans = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
-    if not confirm or outcome.blocked:
+    return outcome
+
+
+def carry_out(conn: psycopg.Connection[Any], params: Parameters, outcome: EraseOutcome, *,
+              run_dir: str | Path | None = None, evidence_dir: str | Path = "evidence",
+              after_batch: BatchHook | None = None, progress: Progress | None = None) -> EraseOutcome:
+    """Erase as ``outcome``'s preview says (unless blocked), prove it and write the receipt: into
+    ``run_dir`` when given (the notebook's run folder, sealed by the runner), else into a new sealed
+    folder under ``evidence_dir``."""
+    if outcome.blocked or outcome.plan is None:
         return outcome
     started = time.time()
-    outcome.erasure = erase(conn, outcome.plan, params, after_batch=after_batch)
+    outcome.erasure = erase(conn, outcome.plan, params, after_batch=after_batch, progress=progress)
     outcome.proof = prove(conn, outcome.erasure)
-    outcome.evidence = receipt.write(evidence_dir, outcome.erasure, outcome.proof, params,
-                                     catalog.server_identity(conn), started)
+    server = catalog.server_identity(conn)
+    if run_dir is not None:
+        receipt.write(Path(run_dir), outcome.erasure, outcome.proof, params, server, started)
+        outcome.evidence = Path(run_dir)
+    else:
+        outcome.evidence = receipt.write_sealed(evidence_dir, outcome.erasure, outcome.proof, params, server,
+                                                started)
     return outcome
+
+
+def erase_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str, *, confirm: bool,
+               evidence_dir: str | Path = "evidence", run_dir: str | Path | None = None,
+               after_batch: BatchHook | None = None, progress: Progress | None = None) -> EraseOutcome:
+    """Preflight and preview; with ``confirm``, erase, prove and write the receipt."""
+    outcome = preview_user(conn, params, user_id)
+    if not confirm:
+        return outcome
+    return carry_out(conn, params, outcome, run_dir=run_dir, evidence_dir=evidence_dir, after_batch=after_batch,
+                     progress=progress)
 
 
 def open_connection(dsn: str) -> psycopg.Connection[Any]:
@@ -121,17 +172,23 @@ def open_connection(dsn: str) -> psycopg.Connection[Any]:
 # ---------------------------------------------------------------- what a person reads
 
 
-def preview_frame(plan: ErasePlan) -> pd.DataFrame:
+PREVIEW_COLUMNS = ["table", "rows deleted", "rows detached", "batches", "unindexed FK fix"]
+
+
+def preview_rows(plan: ErasePlan) -> list[dict[str, Any]]:
     preview = plan.preview
     deleted, detached = preview.deleted_counts(), preview.detached_counts()
     batched = {b.table: len(b.batches(plan.batch_rows)) for b in plan.batched}
     fixes: dict[TableKey, list[str]] = {}
     for fk, _rows, fix in plan.unindexed:
         fixes.setdefault(fk.child, []).append(fix)
-    rows = [{"table": qualname(t), "rows deleted": deleted.get(t, 0), "rows detached": detached.get(t, 0),
+    return [{"table": qualname(t), "rows deleted": deleted.get(t, 0), "rows detached": detached.get(t, 0),
              "batches": batched.get(t, 0), "unindexed FK fix": "; ".join(fixes.get(t, []))}
             for t in sorted(set(deleted) | set(detached) | set(fixes))]
-    return pd.DataFrame(rows, columns=["table", "rows deleted", "rows detached", "batches", "unindexed FK fix"])
+
+
+def preview_frame(plan: ErasePlan) -> pd.DataFrame:
+    return pd.DataFrame(preview_rows(plan), columns=PREVIEW_COLUMNS)
 
 
 def orphans_frame(rows: Sequence[OrphanRow]) -> pd.DataFrame:
@@ -149,33 +206,19 @@ def proof_frame(proof: EraseProof) -> pd.DataFrame:
     return pd.DataFrame(proof.rows)
 
 
-def report_lines(outcome: EraseOutcome) -> list[str]:
-    """The outcome as text lines for the command line, none wider than ``terminal.WIDTH``: the index
-    each unindexed FK needs is listed whole below the table, not squeezed into a cell."""
-    lines: list[str] = []
-    if outcome.plan is not None:
-        frame = preview_frame(outcome.plan)
-        fixes = [fix for fix in frame.pop("unindexed FK fix") if fix]
-        lines += terminal.frame_lines(frame)
-        if fixes:
-            lines += ["", "unindexed foreign keys (each deletion scans its table); index them with:"]
-            for fix in fixes:
-                lines += terminal.code_lines(fix, "    ", first="  ")
-        if outcome.predicted_orphans:
-            lines += ["", "orphans (referenced only by this user's rows):",
-                      *terminal.frame_lines(orphans_frame(outcome.predicted_orphans))]
-        if outcome.erasure is not None:
-            lines += ["", *terminal.frame_lines(transactions_frame(outcome.erasure))]
-        for note in outcome.plan.notes:
-            lines += terminal.text_lines(note, "      ", first="note: ")
-    if outcome.evidence is not None:
-        lines.append(f"evidence: {outcome.evidence}")
-    return lines
-
-
 def refusal_lines(outcome: EraseOutcome) -> list[str]:
     return [f"preflight: {line}" for line in outcome.preflight] + (
         [f"blocked: {b}" for b in outcome.plan.blockers] if outcome.plan else [])
 
 
-__all__ = ["EraseOutcome", "RunbookError", "erase_user", "open_connection", "read_ids", "validate_ids"]
+def verdict_details(outcome: EraseOutcome) -> dict[str, Any]:
+    """What ``runbook erase`` reads back from the notebook's verdict: counts and lines, no key."""
+    return {"result": outcome.result, "erased": outcome.erasure is not None,
+            "refusals": refusal_lines(outcome), "preview": preview_rows(outcome.plan) if outcome.plan else [],
+            "orphans": len(outcome.predicted_orphans), "notes": list(outcome.plan.notes) if outcome.plan else [],
+            "transactions": len(outcome.erasure.transactions) if outcome.erasure else 0,
+            "longest_transaction_seconds": outcome.erasure.longest if outcome.erasure else 0.0}
+
+
+__all__ = ["EraseOutcome", "RunbookError", "carry_out", "erase_user", "open_connection", "preview_user",
+           "read_ids", "validate_ids"]

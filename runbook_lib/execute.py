@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,11 +23,11 @@ from . import logger, progress_views, render
 from .catalog import ForeignKey, read_one
 from .errors import ApplyError, PreflightFailed
 from .heartbeat import heartbeat
+from .retry import backoff_delay
 from .plan import GhostRow, Plan, PlanItem
 
 # Two runs of the runbook against one database must never overlap: one advisory lock key for all.
 ADVISORY_LOCK_KEY = 0x6361736361646501
-MAX_BACKOFF_SECONDS = 30.0
 
 Connector = Callable[[], psycopg.Connection[Any]]
 # What a constraint's current state means for a change: todo | done | changed | missing.
@@ -153,10 +152,6 @@ class Executor:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
 
-    def _delay(self, attempt: int) -> float:
-        base = min(MAX_BACKOFF_SECONDS, self.backoff * (2 ** (attempt - 1)))
-        return base * random.uniform(0.8, 1.2)
-
     def _in_transaction(self, result: StepResult, what: str,
                         body: Callable[[psycopg.Connection[Any]], str | None],
                         statement_timeout: str | None = None) -> str | None:
@@ -182,7 +177,7 @@ class Executor:
                         f"{result.constraint}: {what} gave up after {attempt} attempts: lock not available "
                         f"within lock_timeout {self.lock_timeout_ms}ms; left unchanged",
                         constraint=result.constraint, sqlstate=exc.sqlstate) from None
-                delay = self._delay(attempt)
+                delay = backoff_delay(self.backoff, attempt)
                 logger.info("%s: %s waited %sms for locks (attempt %d), retrying in %.2fs",
                             result.constraint, what, self.lock_timeout_ms, attempt, delay)
                 self.sleep(delay)

@@ -56,6 +56,30 @@ def headline(statuses: list[str]) -> str:
     return "ALL STEPS PASSED" if not skipped else f"ALL RUN STEPS PASSED, {skipped} SKIPPED"
 
 
+def _test_user_and_backup(verdict_rows: list[dict[str, Any]], backup: Mapping[str, Any] | None) -> list[str]:
+    test_user = next((v for v in verdict_rows if v["step"] == "test_user"), None)
+    return ["<h2>Test-user deletion</h2><p>" + (escape(_LABEL.get(str(test_user.get("status")), (
+        "PASS" if test_user["ok"] else "FAIL")) + ": " + test_user["message"]) if test_user
+                                                  else "not run in this run") + "</p>",
+            "<h2>Backup</h2>" + (_table([{k: backup.get(k) for k in (
+                "enabled", "mode", "path", "size", "sha256", "verified", "toc_entries", "pg_dump", "restore_point",
+                "lsn", "timeline", "why", "reason")}]) if backup else "<p>no backup step in this run</p>")]
+
+
+def _erasure(run_dir: Path) -> str:
+    """The receipt at a glance, with links to its files (a preview has none: nothing was erased)."""
+    data = _read(run_dir, "receipt.json")
+    if not data:
+        return "<h2>Erasure</h2><p>no receipt: nothing was erased in this run (a preview, or refused)</p>"
+    links = ", ".join(f"<a href=\"{n}\">{n}</a>" for n in ("receipt.html", "receipt.md", "receipt.json"))
+    orphans = data["orphans"]
+    return (f"<h2>Erasure receipt ({links})</h2><p class=\"{'ok' if data['ok'] else 'fail'}\">"
+            f"{escape(str(data['proof']['message']))}</p>" + _table(data["tables"], ["table", "deleted", "detached"])
+            + f"<p>{escape(str(orphans['rows']))} orphan row(s), "
+            f"{'deleted' if orphans['deleted'] else 'reported'}: <a href=\"orphans.csv\">orphans.csv</a>. "
+            "The deleted rows' key hashes: <a href=\"deleted_keys.csv.gz\">deleted_keys.csv.gz</a>.</p>")
+
+
 def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
     ok = bool(fields.get("ok"))
     server = fields.get("server") or {}
@@ -85,15 +109,10 @@ def build(run_dir: Path, fields: Mapping[str, Any]) -> Path:
         [{"step": v["step"], "status": v.get("status") or ("passed" if v["ok"] else "failed"),
           "message": v["message"]}
          for v in verdict_rows]))
-    test_user = next((v for v in verdict_rows if v["step"] == "test_user"), None)
-    parts.append("<h2>Test-user deletion</h2><p>" + (escape(_LABEL.get(str(test_user.get("status")), (
-        "PASS" if test_user["ok"] else "FAIL")) + ": " + test_user["message"]) if test_user
-                                                        else "not run in this run") + "</p>")
-    backup = fields.get("backup")
-    parts.append("<h2>Backup</h2>" + (_table([{k: backup.get(k) for k in (
-        "enabled", "mode", "path", "size", "sha256", "verified", "toc_entries", "pg_dump", "restore_point", "lsn",
-        "timeline", "why", "reason")}]) if backup
-        else "<p>no backup step in this run</p>"))
+    if str(fields.get("kind", "")).startswith("erase"):
+        parts.append(_erasure(run_dir))
+    else:
+        parts += _test_user_and_backup(verdict_rows, fields.get("backup"))
     parts.append("<h2>Parameters (no secrets are ever parameters)</h2><pre>"
                  + escape(json.dumps(fields.get("parameters"), indent=2, sort_keys=True)) + "</pre>")
     verify = _read(run_dir, "verify.json")

@@ -19,22 +19,28 @@ from typing import Callable
 import nbformat
 
 from . import logger
+from .run_folder import FOLDER_KEYS
 
 GUIDE = """# Running the runbook by hand
 
 These are working copies of the runbook's notebooks; saving them changes nothing in the repository.
 
 1. Open each notebook in order, `00_preflight` to `06_test_user_deletion`, and run all its cells.
-   Keep the parameter cell the same in every notebook (parent table, rules, dry_run).
-2. The set-up cell of each notebook prints its run folder: the notebooks for the same database and
-   parent table continue in the same folder; another parent table starts a new one.
-3. A step refuses a file of its folder that another database, parent table or run wrote, or that was
-   changed by hand: run the step that makes it again.
+   Keep the parameter cell the same in every notebook. Only keys that say how a step runs may change
+   between notebooks: `dry_run` (false for the real apply), timeouts, retries, `backup`, `test_user`,
+   `preview_user_id`.
+2. The set-up cell of each notebook prints its run folder: the notebooks for the same database, parent
+   table and folder parameters ({keys}) continue in the same folder. Another parent table, or other
+   folder parameters, start a new one (a warning under the set-up cell says so): run the steps from
+   `00_preflight` again there.
+3. A step refuses, in one line, a file of its folder that another database, parent table or run wrote,
+   that was written under other folder parameters, or that was changed by hand: run the step that
+   makes it again, with the folder's parameters.
 4. The last cell of `06_test_user_deletion` seals the run folder: `manifest.json` and `index.html`, as
-   `runbook run` writes them; `runbook verify-evidence FOLDER` checks it. The next notebook starts a
-   new folder.
+   `runbook run` writes them (a dry run reads "ALL RUN STEPS PASSED, 1 SKIPPED": the test user is
+   skipped); `runbook verify-evidence FOLDER` checks it. The next notebook starts a new folder.
 5. `07_rollback` restores what a run changed: set `source_run` to that run's folder.
-"""
+""".format(keys=", ".join(f"`{key}`" for key in FOLDER_KEYS))
 
 
 def prepare_copies(evidence_dir: Path, notebooks: Path) -> Path:

@@ -1,8 +1,8 @@
-"""Live progress of ``runbook run`` and ``runbook rollback``: timestamped lines while the steps run.
+"""Live progress of ``runbook run``, ``rollback`` and ``erase``: timestamped lines while the steps run.
 
 A release job's log must not stay silent through a forty-minute VALIDATE: each step says when it
 starts and ends, and every line a step's notebook prints (apply and rollback print one per foreign
-key as it is done) is passed on as it appears, through papermill's own logger.
+key as it is done, erase one per transaction) is passed on as it appears, through papermill's own logger.
 """
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ LOGGER = logging.getLogger("runbook_lib.progress")
 _SOURCES = ("runbook_lib.progress", "papermill")
 
 
+class _EachLine(logging.Formatter):
+    """A timestamp on every line: papermill passes on several printed lines as one record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, self.datefmt)
+        return "\n".join(f"{stamp}Z {line}" for line in record.getMessage().rstrip("\n").splitlines() or [""])
+
+
 def _formatter() -> logging.Formatter:
-    formatter = logging.Formatter("%(asctime)sZ %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter = _EachLine(datefmt="%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime  # release-job logs compare times across machines: UTC
     return formatter
 

@@ -1,8 +1,9 @@
-"""The evidence of an erasure: a private run folder with a machine-readable and a human receipt.
+"""The evidence of an erasure: a machine-readable and a human receipt in a private run folder.
 
 Nothing in it is a column value of the erased user: tables hold counts, the deleted rows appear only
-as SHA-256 hashes of their keys, and the user's own key is written as it is unless ``erase.hash_keys``
-asks for a salted hash (HMAC-SHA-256). The salt is never written: it is ``RUNBOOK_ERASE_SALT`` when the
+as SHA-256 hashes of their keys (one per row in ``deleted_keys.csv.gz``; ``receipt.json`` keeps, per
+table, the count and one SHA-256 over the table's sorted key hashes), and the user's own key is
+written as it is unless ``erase.hash_keys`` asks for a salted hash (HMAC-SHA-256). The salt is never written: it is ``RUNBOOK_ERASE_SALT`` when the
 operator keeps one (then a later lookup of "was user 42 erased?" can recompute the hash), else a random
 one that is discarded (the hashes then only tie the receipt's entries together).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import getpass
+import gzip
 import hashlib
 import hmac
 import html
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .erase import Erasure, expected_counts
-from .erase_plan import ErasePlan, Identity, OrphanRow
+from .erase_plan import ErasePlan, OrphanRow
 from .erase_proof import EraseProof
 from .evidence import new_run_id, write_manifest
 from .model import qualname
@@ -82,6 +84,9 @@ def orphans_csv(rows: Iterable[OrphanRow], action: str) -> str:
     return buf.getvalue()
 
 
+DELETED_KEYS = "deleted_keys.csv.gz"
+
+
 def _table_keys(plan: ErasePlan, hasher: KeyHasher) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for table, rows in sorted(plan.preview.deleted.items()):
@@ -90,13 +95,27 @@ def _table_keys(plan: ErasePlan, hasher: KeyHasher) -> dict[str, list[str]]:
     return keys
 
 
+def keys_digest(hashes: Sequence[str]) -> str:
+    """One SHA-256 over a table's sorted key hashes, one per line: what the receipt keeps per table."""
+    return hashlib.sha256("".join(f"{h}\n" for h in sorted(hashes)).encode()).hexdigest()
+
+
+def deleted_keys_gz(key_hashes: Mapping[str, Sequence[str]]) -> bytes:
+    """``table,key_sha256`` per deleted row, gzipped (mtime 0: the same rows give the same bytes)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["table", "key_sha256"])
+    for table, hashes in sorted(key_hashes.items()):
+        writer.writerows([table, h] for h in sorted(hashes))
+    return gzip.compress(buf.getvalue().encode(), mtime=0)
+
+
 def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server: Mapping[str, Any],
-                 started: float, hasher: KeyHasher) -> dict[str, Any]:
+                 started: float, hasher: KeyHasher, key_hashes: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     preview = erasure.plan.preview
     want_del, want_upd = expected_counts(preview)
     parent = qualname(preview.parent)
     user_hash = hasher(parent, tuple(preview.user_key.values()))
-    key_hashes = _table_keys(erasure.plan, hasher)
     return {
         "kind": "erasure",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -117,7 +136,8 @@ def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server
         "total_seconds": erasure.seconds,
         "orphans": {"mode": params.erase["orphans"], "rows": len(erasure.orphans),
                     "deleted": erasure.orphans_deleted},
-        "deleted_keys_sha256": key_hashes,
+        "deleted_keys": {"file": DELETED_KEYS, "hashing": hasher.salt_note,
+                         "tables": {t: {"rows": len(h), "sha256": keys_digest(h)} for t, h in key_hashes.items()}},
     }
 
 
@@ -142,7 +162,7 @@ def _markdown(data: Mapping[str, Any]) -> str:
         "| table | rows removed | rows detached |", "|---|---:|---:|",
     ]
     lines += [f"| {md_escape(t['table'])} | {t['deleted']} | {t['detached']} |" for t in data["tables"]]
-    lines += ["", "Deleted rows appear in receipt.json only as SHA-256 hashes of their keys "
+    lines += ["", f"Deleted rows appear only as SHA-256 hashes of their keys, in {DELETED_KEYS} "
               f"({md_escape(user['hashing'])}).", ""]
     return "\n".join(lines)
 
@@ -163,18 +183,29 @@ def _html(data: Mapping[str, Any]) -> str:
             + "</table></body></html>\n")
 
 
-def write(evidence_dir: str | os.PathLike[str], erasure: Erasure, proof: EraseProof, params: Parameters,
-          server: Mapping[str, Any], started: float) -> Path:
-    """The run folder: receipt.json, receipt.md, receipt.html, orphans.csv and manifest.json (all 0600)."""
-    folder = new_folder(evidence_dir)
+def write(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters, server: Mapping[str, Any],
+          started: float) -> dict[str, Any]:
+    """receipt.json, receipt.md, receipt.html, orphans.csv and deleted_keys.csv.gz into ``folder`` (0600)."""
     hasher = KeyHasher(bool(params.erase["hash_keys"]))
-    data = receipt_data(erasure, proof, params, server, started, hasher)
+    key_hashes = _table_keys(erasure.plan, hasher)
+    data = receipt_data(erasure, proof, params, server, started, hasher, key_hashes)
     action = "deleted" if erasure.orphans_deleted else "reported"
     _private_write(folder / "receipt.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     _private_write(folder / "receipt.md", _markdown(data))
     _private_write(folder / "receipt.html", _html(data))
     _private_write(folder / "orphans.csv", orphans_csv(erasure.orphans, action))
+    fd = os.open(folder / DELETED_KEYS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(deleted_keys_gz(key_hashes))
+    return data
+
+
+def write_sealed(evidence_dir: str | os.PathLike[str], erasure: Erasure, proof: EraseProof, params: Parameters,
+                 server: Mapping[str, Any], started: float) -> Path:
+    """A new folder of its own holding the receipt's files and their manifest (an erasure run outside
+    the notebook; ``runbook erase`` writes the receipt into the notebook's run folder instead)."""
+    folder = new_folder(evidence_dir)
+    data = write(folder, erasure, proof, params, server, started)
     write_manifest(folder, {"kind": "erasure", "run_id": folder.name, "ok": proof.ok,
                             "started": data["started"], "finished": data["finished"], "server": dict(server)})
-    os.chmod(folder / "manifest.json", 0o600)
     return folder

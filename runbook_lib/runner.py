@@ -35,6 +35,7 @@ STEPS: dict[str, str] = {
     "test_user": "06_test_user_deletion",
 }
 ROLLBACK_NOTEBOOK = "07_rollback"
+ERASE_NOTEBOOK = "08_erase_user"
 
 
 def notebooks_dir() -> Path:
@@ -111,7 +112,9 @@ def render_html(notebook: Path, *, hide_code: bool = False) -> Path:
 WORKDIR_ENV = "RUNBOOK_WORKDIR"
 
 
-def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> StepStatus:
+def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any],
+                 env: dict[str, str] | None = None) -> StepStatus:
+    """Execute one notebook into ``run_dir``; ``env`` reaches the kernel only, never the notebook."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -120,6 +123,7 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
     status = StepStatus(step=notebook, status="passed", notebook=target.name)
     started = time.perf_counter()
     os.environ[RUN_DIR_ENV] = str(run_dir)
+    os.environ.update(env or {})
     # The kernel runs in notebooks/; the application's models (parameter ``models``) are found from
     # the folder the run was started in.
     os.environ.setdefault(WORKDIR_ENV, os.getcwd())
@@ -136,7 +140,8 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any]) -> St
         status.status = "failed"
         status.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
-        os.environ.pop(RUN_DIR_ENV, None)
+        for name in (RUN_DIR_ENV, *(env or {})):
+            os.environ.pop(name, None)
     status.seconds = round(time.perf_counter() - started, 2)
     if target.exists():
         try:
@@ -163,6 +168,16 @@ def notebook_parameters(params: params_mod.Parameters) -> dict[str, Any]:
     return values
 
 
+def new_run(base: Path, params: params_mod.Parameters, suffix: str = "",
+            run_id: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A new private run folder under ``base`` with the parameters its notebooks get."""
+    run_dir = base.resolve() / (run_id or new_run_id(suffix))
+    private_dir(run_dir, exist_ok=False)
+    injected = notebook_parameters(params)
+    write_json(run_dir / "parameters.json", injected)
+    return run_dir, injected
+
+
 def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence",
         steps: str | Sequence[str] | None = None, overrides: list[str] | None = None,
         extra_values: dict[str, Any] | None = None, run_id: str | None = None) -> RunResult:
@@ -173,10 +188,7 @@ def run(params_file: str | Path | None, *, evidence_dir: str | Path = "evidence"
     if "backup" in chosen and params.backup_enabled:
         with connect_mod.connection(dsn, autocommit=True) as conn:
             backup_choice.require_possible(conn, params.backup_mode)
-    run_dir = Path(evidence_dir).resolve() / (run_id or new_run_id())
-    private_dir(run_dir, exist_ok=False)
-    injected = notebook_parameters(params)
-    write_json(run_dir / "parameters.json", injected)
+    run_dir, injected = new_run(Path(evidence_dir), params, run_id=run_id)
     started = time.time()
     result = RunResult(run_dir=run_dir)
     for step in chosen:
@@ -258,11 +270,7 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
     ident = precheck(params, dsn)
     with connect_mod.connection(dsn, autocommit=True) as conn:
         vouch.require_trusted(source, conn, params.history_schema)
-    base = Path(evidence_dir).resolve() if evidence_dir else source.parent
-    run_dir = base / new_run_id("-rollback")
-    private_dir(run_dir, exist_ok=False)
-    injected = notebook_parameters(params)
-    write_json(run_dir / "parameters.json", injected)
+    run_dir, injected = new_run(Path(evidence_dir) if evidence_dir else source.parent, params, "-rollback")
     started = time.time()
     result = RunResult(run_dir=run_dir)
     progress.step_started("rollback", ROLLBACK_NOTEBOOK)
@@ -272,6 +280,31 @@ def rollback(source_run: str | Path, *, evidence_dir: str | Path | None = None,
     result.steps.append(status)
     finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started, kind="rollback",
            extra={"source_run": str(source)})
+    return result
+
+
+def erase(params: params_mod.Parameters, user_id: str, *, confirm: bool, evidence_dir: str | Path,
+          dsn: str, ident: dict[str, Any]) -> RunResult:
+    """Run 08_erase_user for one user into a run folder of its own (``-erase``, or ``-erase-preview``
+    without ``confirm``: then nothing in the database changes); the notebook writes the receipt there."""
+    from .erase_run import USER_ID_ENV  # pandas and the erasure code load only for an erasure
+
+    run_dir, injected = new_run(Path(evidence_dir), params, "-erase" if confirm else "-erase-preview")
+    values: dict[str, Any] = {**injected, "confirm": confirm}
+    env: dict[str, str] = {}
+    if params.erase["hash_keys"]:
+        env[USER_ID_ENV] = user_id  # a parameter would be written into the executed notebook
+    else:
+        values["erase_user_id"] = user_id
+    started = time.time()
+    result = RunResult(run_dir=run_dir)
+    progress.step_started("erase", ERASE_NOTEBOOK)
+    status = execute_step(ERASE_NOTEBOOK, run_dir, values, env)
+    status.step = "erase"
+    progress.step_finished("erase", status.status, status.seconds)
+    result.steps.append(status)
+    finish(run_dir, result, params=injected, ident=ident, dsn=dsn, started=started,
+           kind="erase" if confirm else "erase-preview", extra={"confirm": confirm})
     return result
 
 

@@ -295,8 +295,9 @@ NOTEBOOKS = {
         "e.g. stored media). Nothing changes unless `confirm` is true.",
         [
             ("code", "from runbook_lib import erase_run\n\n"
+                     "erase_user_id = erase_run.given_user_id(erase_user_id)\n"
                      "conn = erase_run.open_connection(ctx.conninfo())\n"
-                     "outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=False) "
+                     "outcome = erase_run.preview_user(conn, ctx.params, erase_user_id) "
                      "if erase_user_id is not None else None\n"
                      "print(outcome.message if outcome else 'erase_user_id is not set: nothing to preview')\n"
                      "for line in (erase_run.refusal_lines(outcome) if outcome else []):\n"
@@ -311,26 +312,32 @@ NOTEBOOKS = {
             ("md", "## Erase\nOnly when `confirm` is true and nothing blocks: the batches, then the user and "
                    "its remaining rows in one transaction that commits only when, together with the batches, "
                    "every table changed by exactly the preview's counts (read from `pg_stat_xact_user_tables`, "
-                   "without reading any table). A crash between batches is finished by running this again."),
+                   "without reading any table). Each transaction prints a line as it commits; one that waited "
+                   "longer than `lock_timeout` for a lock (or lost a deadlock) is retried up to `lock_retries` "
+                   "times with backoff. A crash between batches, or a lock held past the last retry, is "
+                   "finished by running this again."),
             ("code", "if outcome and confirm and outcome.ok:\n"
-                     "    outcome = erase_run.erase_user(conn, ctx.params, str(erase_user_id), confirm=True,\n"
-                     "                                   evidence_dir=ctx.run_dir)\n"
+                     "    outcome = erase_run.carry_out(conn, ctx.params, outcome, run_dir=ctx.run_dir, progress=print)\n"
                      "    display(erase_run.transactions_frame(outcome.erasure))\n"
                      "else:\n"
                      "    print('not erased: ' + ('confirm is false' if outcome and not confirm else\n"
                      "                            'blocked' if outcome else 'no user'))"),
-            ("md", "## Proof and receipt\nEach table's deleted and detached counts against the preview, a "
-                   "lookup by key of every predicted row, and the receipt's folder (counts and key hashes, no "
-                   "column value of the user)."),
+            ("md", "## Proof and receipt\nEach table's deleted and detached counts against the preview and a "
+                   "lookup by key of every predicted row. The receipt goes into this run folder: "
+                   "`receipt.md` / `.html` (one page), `receipt.json` (counts, transactions, and per table one "
+                   "SHA-256 over the deleted rows' key hashes), `deleted_keys.csv.gz` (one key hash per deleted "
+                   "row) and `orphans.csv`; none holds a column value of the user."),
             ("code", "if outcome and outcome.proof:\n"
                      "    display(erase_run.proof_frame(outcome.proof))\n"
-                     "    print(f'receipt: {outcome.evidence}')\n"
+                     "    print('receipt: receipt.md, receipt.html, receipt.json, deleted_keys.csv.gz, orphans.csv')\n"
                      "conn.close()"),
             ("md", "## Verdict"),
             ("code", 'print(ctx.verdict("erase", outcome is None or outcome.ok, outcome.message if outcome '
-                     'else "no user given"))'),
+                     'else "no user given",\n'
+                     '                  **(erase_run.verdict_details(outcome) if outcome else {})))'),
         ],
-        extra_parameters='\nerase_user_id = None        # the key of the user to erase\n'
+        extra_parameters='\nerase_user_id = None        # the key of the user to erase (runbook erase with '
+                         'erase.hash_keys passes it outside the notebook)\n'
                          'confirm = False             # delete only when true'),
 }
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,7 +16,9 @@ from tests import wide_schema
 from tests.conftest import sql_file
 from tests.test_cli import only_run, runbook
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Screenshots for a person to look at; scripts/test.sh gives each server's run a folder of its own.
+ARTIFACTS = Path(os.environ.get("RUNBOOK_TEST_ARTIFACTS")
+                 or Path(__file__).resolve().parent.parent / "test-artifacts")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--enable-logging=stderr", "--v=0"]
@@ -46,7 +49,7 @@ def test_index_and_notebook_pages_of_a_real_run_render_offline(make_db: Any, tmp
     for html in (index, page):
         for line in html.read_text().splitlines():
             assert not ("<script" in line and "src=\"http" in line), line
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for html, expected in ((index, "ALL STEPS PASSED"), (page, "PASS: plan: 16 change(s) planned")):
         dom = browse(html.as_uri(), "--dump-dom")
         assert dom.returncode == 0, dom.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""`runbook lab` serves copies of the notebooks; notebooks run through the Jupyter server's API work unedited."""
+"""`runbook lab` serves copies of the notebooks, and a DBA's session driven through the Jupyter server's
+API (REST and the kernel's websocket) is kept apart and sealed like a release run."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -78,21 +80,37 @@ def repository_notebooks() -> dict[str, str]:
 
 
 def run_notebook(port: int, token: str, path: str, override: str = "") -> list[dict[str, Any]]:
-    """Open ``path`` in a kernel and run its code cells in order (``override`` runs right after the
-    parameter cell, as a DBA editing it would)."""
+    """Open ``path`` in a new session (a kernel of its own) and run its code cells in order (``override``
+    runs right after the parameter cell, as a DBA editing it would); the session ends after."""
     session = api(port, token, "/api/sessions", "POST",
                   {"path": path, "type": "notebook", "kernel": {"name": "python3"}})
     notebook = api(port, token, f"/api/contents/{path}")["content"]
     sources = [c["source"] for c in notebook["cells"] if c["cell_type"] == "code"]
     if override:
         sources.insert(1, override)
-    return asyncio.run(execute_cells(port, token, session["kernel"]["id"], sources))
+    try:
+        return asyncio.run(execute_cells(port, token, session["kernel"]["id"], sources))
+    finally:
+        api(port, token, f"/api/sessions/{session['id']}", "DELETE")
 
 
-@pytest.mark.slow
-def test_lab_works_on_copies_and_keeps_each_parent_table_in_its_own_folder(make_db: Any, tmp_path: Path) -> None:
-    dsn = make_db(sql_file("edge_cases.sql"))
-    repository_before = repository_notebooks()
+def run_ok(port: int, token: str, path: str, override: str = "") -> str:
+    """Run a notebook that must pass every cell; its whole printed output."""
+    results = run_notebook(port, token, path, override)
+    assert [r["status"] for r in results] == ["ok"] * len(results), (path, results[-1])
+    return "".join(r["stdout"] for r in results)
+
+
+def refused(port: int, token: str, path: str, override: str) -> str:
+    """Run a notebook that must stop with an error; the error's text."""
+    results = run_notebook(port, token, path, override)
+    assert results[-1]["status"] == "error", (path, results[-1])
+    return str(results[-1]["error"])
+
+
+@contextmanager
+def lab_server(tmp_path: Path, dsn: str) -> Iterator[tuple[int, str, Path]]:
+    """``runbook lab`` on a free port: (port, token, the folder of the working copies)."""
     port, token = free_port(), uuid.uuid4().hex
     env = dict(os.environ, RUNBOOK_DSN=dsn, JUPYTER_TOKEN=token, RUNBOOK_EVIDENCE_DIR=str(tmp_path / "ev"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
@@ -111,30 +129,7 @@ def test_lab_works_on_copies_and_keeps_each_parent_table_in_its_own_folder(make_
                 assert time.monotonic() < deadline, "JupyterLab did not answer"
                 time.sleep(0.5)
         [copies] = list((tmp_path / "ev").glob("lab-*"))
-        contents = api(port, token, "/api/contents")
-        assert {"03_plan.ipynb", "07_rollback.ipynb", "GUIDE.md"} <= {item["name"] for item in contents["content"]}
-        results = run_notebook(port, token, "03_plan.ipynb")
-        assert [r["status"] for r in results] == ["ok"] * len(results), results[-1]
-        assert "PASS: plan: 16 change(s) planned" in results[-1]["stdout"]
-        [users] = list(copies.glob("*-public.users-*"))
-        assert f"run folder: {users.name}" in results[0]["stdout"] + results[1]["stdout"]
-        assert "DROP CONSTRAINT" in (users / "plan.sql").read_text()
-
-        # Another parent table in the same lab: a folder of its own, and the plan of that table.
-        results = run_notebook(port, token, "03_plan.ipynb", 'parent_table = "nutrition_goals"')
-        assert [r["status"] for r in results] == ["ok"] * len(results), results[-1]
-        assert "PASS: plan: 1 change(s) planned" in results[-1]["stdout"]
-        [goals] = list(copies.glob("*-public.nutrition_goals-*"))
-        assert "nutrition_goal_targets" in (goals / "plan.sql").read_text()
-        assert "memberships" not in (goals / "plan.sql").read_text()
-
-        # Saving through the Jupyter API writes the copy; the repository's notebooks stay as they were.
-        model = api(port, token, "/api/contents/03_plan.ipynb")
-        model["content"]["cells"][0]["source"] += "\n\nproduction output: users 42, 43"
-        api(port, token, "/api/contents/03_plan.ipynb", "PUT",
-            {"type": "notebook", "format": "json", "content": model["content"]})
-        assert "production output" in (copies / "03_plan.ipynb").read_text()
-        assert repository_notebooks() == repository_before
+        yield port, token, copies
     finally:
         lab.terminate()  # `runbook lab` passes it on to JupyterLab, which shuts its kernels down
         try:
@@ -144,3 +139,80 @@ def test_lab_works_on_copies_and_keeps_each_parent_table_in_its_own_folder(make_
         time.sleep(1)
         leftovers = subprocess.run(["pgrep", "-f", f"--port={port}"], capture_output=True, text=True).stdout
         assert not leftovers.strip(), f"JupyterLab still running: {leftovers}"
+
+
+STEPS = ("00_preflight", "01_backup", "02_inspect", "03_plan", "04_apply", "05_verify", "06_test_user_deletion")
+
+
+def users_from_00_to_06(port: int, token: str, copies: Path) -> Path:
+    """The DBA's dry run for ``users``, one notebook after the other: one folder, sealed at the end."""
+    printed = {step: run_ok(port, token, f"{step}.ipynb") for step in STEPS}
+    [users] = list(copies.glob("*-public.users-*"))
+    assert all(f"run folder: {users.name}" in out for out in printed.values())
+    assert "PASS: plan: 16 change(s) planned" in printed["03_plan"]
+    assert "DROP CONSTRAINT" in (users / "plan.sql").read_text() and "memberships" in (users / "plan.sql").read_text()
+    assert "SKIPPED: test_user: dry run" in printed["06_test_user_deletion"]
+    assert f"ALL RUN STEPS PASSED, 1 SKIPPED: evidence sealed in {users}" in printed["06_test_user_deletion"]
+    manifest = json.loads((users / "manifest.json").read_text())
+    assert manifest["kind"] == "by hand"
+    assert [(s["step"], s["status"]) for s in manifest["steps"]] == [
+        ("preflight", "passed"), ("backup", "passed"), ("inspect", "passed"), ("plan", "passed"),
+        ("apply", "passed"), ("verify", "passed"), ("test_user", "skipped")]
+    assert "ALL RUN STEPS PASSED, 1 SKIPPED" in (users / "index.html").read_text()
+    verified = subprocess.run([sys.executable, "-m", "runbook_lib.cli", "verify-evidence", str(users)],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0 and f"evidence verifies: {users}" in verified.stdout, verified.stderr
+    return users
+
+
+def goals_in_a_new_session(port: int, token: str, copies: Path, users: Path) -> None:
+    """02 and 03 for another parent table: a folder of its own, its own plan, and no snapshot but its own."""
+    goals_table = 'parent_table = "nutrition_goals"'
+    run_ok(port, token, "02_inspect.ipynb", goals_table)
+    [goals] = list(copies.glob("*-public.nutrition_goals-*"))
+    snapshot = goals / "snapshot_before.json"
+    own = snapshot.read_bytes()
+
+    snapshot.write_bytes((users / "snapshot_before.json").read_bytes())  # the other parent's snapshot
+    assert refused(port, token, "03_plan.ipynb", goals_table) == (
+        f"snapshot_before.json in {goals} is a copy of the one in run folder {users.name}; "
+        "run the step that makes it in this folder")
+    snapshot.write_bytes(own.replace(b"nutrition_goal_targets_goal_id_fkey", b"edited_fkey"))  # edited by hand
+    assert refused(port, token, "03_plan.ipynb", goals_table) == (
+        f"snapshot_before.json in {goals} changed after its step wrote it (sha256 differs); run that step again")
+    assert not (goals / "plan.sql").exists()
+
+    snapshot.write_bytes(own)
+    assert "PASS: plan: 1 change(s) planned" in run_ok(port, token, "03_plan.ipynb", goals_table)
+    assert "nutrition_goal_targets" in (goals / "plan.sql").read_text()
+    assert "memberships" not in (goals / "plan.sql").read_text()
+    assert json.loads((users / "plan.json").read_text())["parent"] == ["public", "users"]
+    assert json.loads((goals / "plan.json").read_text())["parent"] == ["public", "nutrition_goals"]
+    assert sorted(p.name for p in copies.iterdir() if p.is_dir()) == sorted([users.name, goals.name])
+
+    # Other folder parameters for the same parent: not the same folder, and the notebook says so.
+    printed = run_ok(port, token, "03_plan.ipynb", goals_table + "\nexact_count_rows = 10")
+    assert f"parameters differ from run folder {goals.name} (exact_count_rows): new run folder" in printed
+    assert len(list(copies.glob("*-public.nutrition_goals-*"))) == 2
+
+
+def saving_leaves_the_repository_as_it_was(port: int, token: str, copies: Path, before: dict[str, str]) -> None:
+    model = api(port, token, "/api/contents/03_plan.ipynb")
+    model["content"]["cells"][0]["source"] += "\n\nproduction output: users 42, 43"
+    api(port, token, "/api/contents/03_plan.ipynb", "PUT",
+        {"type": "notebook", "format": "json", "content": model["content"]})
+    assert "production output" in (copies / "03_plan.ipynb").read_text()
+    assert repository_notebooks() == before
+
+
+@pytest.mark.slow
+def test_a_dba_session_in_the_lab_is_kept_apart_sealed_and_leaves_the_repository_alone(
+        make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    repository_before = repository_notebooks()
+    with lab_server(tmp_path, dsn) as (port, token, copies):
+        contents = api(port, token, "/api/contents")
+        assert {"03_plan.ipynb", "07_rollback.ipynb", "GUIDE.md"} <= {item["name"] for item in contents["content"]}
+        users = users_from_00_to_06(port, token, copies)
+        goals_in_a_new_session(port, token, copies, users)
+        saving_leaves_the_repository_as_it_was(port, token, copies, repository_before)

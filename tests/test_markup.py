@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def test_html_text_and_safe_name() -> None:
 
 @pytest.mark.slow
 def test_no_page_of_a_run_carries_live_markup_from_the_database(server_dsn: str, tmp_path: Path) -> None:
-    name = "d<img src=x onerror=alert(11)>"
+    # Unique: two runs of the suite may share one server.
+    name = f"d<img src=x onerror=alert(11)>{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = make_conninfo(server_dsn, dbname=name)

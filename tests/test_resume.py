@@ -9,21 +9,29 @@ import psycopg
 
 from runbook_lib import catalog, history, steps
 from runbook_lib.context import RunContext
-from runbook_lib.params import validate
+from runbook_lib.catalog import Snapshot
+from runbook_lib.params import Parameters, validate
 from runbook_lib.plan import make_plan
+from runbook_lib.plan_items import PlanItem
 from tests.conftest import sql_file
 
 KEY = "public.nutrition_goals.nutrition_goals_user_id_fkey"
 
 
-def test_a_swap_left_not_valid_by_a_killed_run_is_validated_by_the_next(make_db: Any, tmp_path: Path) -> None:
-    dsn = make_db(sql_file("edge_cases.sql"))
+def swap_to_validate(dsn: str) -> tuple[Parameters, Snapshot, PlanItem]:
+    """The parameters, the catalog and the plan item of an FK whose swap is followed by a VALIDATE."""
     params = validate({"parent_table": "users", "dry_run": False, "backup": {"enabled": False},
                        "rules": {"billing": "SET NULL"}})
     with psycopg.connect(dsn, autocommit=True) as conn:
         before = catalog.inspect(conn, "public", "users")
     item = make_plan(before, params).item(KEY)
     assert item is not None and item.validate_after
+    return params, before, item
+
+
+def test_a_swap_left_not_valid_by_a_killed_run_is_validated_by_the_next(make_db: Any, tmp_path: Path) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    params, before, item = swap_to_validate(dsn)
     # What the killed run did: its journal says it started, the swap committed, VALIDATE never ran.
     killed = tmp_path / "ev" / "run-1"
     killed.mkdir(parents=True)

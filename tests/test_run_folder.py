@@ -21,9 +21,9 @@ def by_hand(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "ev"
 
 
-def opened(monkeypatch: pytest.MonkeyPatch, dsn: str, parent: str, run_dir: str = "") -> RunContext:
+def opened(monkeypatch: pytest.MonkeyPatch, dsn: str, parent: str, run_dir: str = "", **values: Any) -> RunContext:
     monkeypatch.setenv("RUNBOOK_DSN", dsn)
-    return RunContext.open(run_dir or None, parent_table=parent, dry_run=True)
+    return RunContext.open(run_dir or None, **{"parent_table": parent, "dry_run": True, **values})
 
 
 def test_two_parent_tables_by_hand_get_two_folders_each_with_its_own_plan(
@@ -57,9 +57,14 @@ def test_a_foreign_snapshot_copied_into_the_folder_is_refused(
     steps.inspect(users)
     goals = opened(monkeypatch, dsn, "nutrition_goals")
     shutil.copy(users.run_dir / "snapshot_before.json", goals.run_dir / "snapshot_before.json")
-    with pytest.raises(run_folder.ForeignFile, match="snapshot_before.json .* was not written by a step of this run"):
+    with pytest.raises(run_folder.ForeignFile, match=f"snapshot_before.json in .* is a copy of the one in run "
+                                                     f"folder {users.run_dir.name}; run the step that makes it"):
         steps.plan(goals)
     assert not (goals.run_dir / "plan.json").exists()
+    # Not a copy of any run's file: simply not written here.
+    (goals.run_dir / "snapshot_before.json").write_text("{}")
+    with pytest.raises(run_folder.ForeignFile, match="snapshot_before.json .* was not written by a step of this run"):
+        steps.plan(goals)
 
 
 def test_a_snapshot_edited_after_inspect_is_refused(
@@ -151,8 +156,74 @@ def test_an_edited_pointer_never_leads_out_of_the_evidence_folder(tmp_path: Path
     ident = run_folder.Identity("7301234567890123456", "app", "public.users")
     base, outside = tmp_path / "ev", tmp_path / "elsewhere"
     outside.mkdir()
-    run_folder.establish(outside, ident)  # a folder that would otherwise be taken as this run's
+    run_folder.establish(outside, ident, {})  # a folder that would otherwise be taken as this run's
     base.mkdir()
     (base / run_folder.CURRENT).write_text(json.dumps({"run_dir": "../elsewhere"}))
-    folder = run_folder.interactive_folder(base, ident)
+    folder = run_folder.interactive_folder(base, ident, {})
     assert folder.parent == base.resolve() and folder != outside.resolve()
+
+
+def test_folder_keys_are_parameters_and_leave_out_how_a_step_runs() -> None:
+    from runbook_lib.params import SPEC_BY_KEY, validate
+
+    assert set(run_folder.FOLDER_KEYS) <= set(SPEC_BY_KEY)
+    assert not {"dry_run", "lock_timeout", "statement_timeout", "preview_user_id", "backup.mode",
+                "test_user.commit", "erase.batch_rows"} & set(run_folder.FOLDER_KEYS)
+    planned = run_folder.folder_parameters(validate({"parent_table": "users", "rules": {"orders": "keep"}}))
+    applied = run_folder.folder_parameters(validate({"parent_table": "users", "rules": {"orders": "keep"},
+                                                     "dry_run": False, "lock_timeout": "5s"}))
+    assert planned == applied and planned["rules"] == {"orders": "keep"} and planned["ghost.key"] is None
+    other = run_folder.folder_parameters(validate({"parent_table": "users", "ghost": {"key": 0},
+                                                   "owner_columns": ["user_id"]}))
+    assert run_folder.differing(planned, other) == ["rules", "owner_columns", "ghost.key"]
+    assert run_folder.differing(None, other) == []  # a folder from before parameters were recorded
+
+
+def test_by_hand_a_dry_run_and_the_real_apply_share_a_folder_other_rules_start_a_new_one(
+        make_db: Any, by_hand: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    planned = opened(monkeypatch, dsn, "users", rules={"memberships": "keep"})
+    steps.inspect(planned)
+    applying = opened(monkeypatch, dsn, "users", rules={"memberships": "keep"}, dry_run=False,
+                      lock_timeout="5s", preview_user_id=7)
+    assert applying.run_dir == planned.run_dir
+    assert applying.load_snapshot(steps.SNAPSHOT_BEFORE) is not None
+    with pytest.warns(run_folder.NewRunFolder, match=rf"parameters differ from run folder {planned.run_dir.name} "
+                                                     r"\(rules, exact_count_rows\): new run folder .*run the steps "
+                                                     "from 00_preflight again in it"):
+        other = opened(monkeypatch, dsn, "users", exact_count_rows=10)
+    assert other.run_dir != planned.run_dir and other.run_dir.parent == planned.run_dir.parent
+    assert not (other.run_dir / "snapshot_before.json").exists()
+    recorded = json.loads((other.run_dir / "identity.json").read_text())["parameters"]
+    assert recorded["rules"] == {} and recorded["exact_count_rows"] == 10
+
+
+def test_a_given_run_folder_refuses_other_parameters(
+        make_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``runbook run`` (RUNBOOK_RUN_DIR) the folder is never switched."""
+    dsn = make_db(sql_file("edge_cases.sql"))
+    folder = tmp_path / "ev" / "run-1"
+    monkeypatch.setenv("RUNBOOK_RUN_DIR", str(folder))
+    steps.inspect(opened(monkeypatch, dsn, "users"))
+    assert opened(monkeypatch, dsn, "users", dry_run=False).run_dir == folder.resolve()
+    with pytest.raises(run_folder.ForeignFile, match=r"run folder .*run-1 was made with other parameters "
+                                                     r"\(references, history_schema differ\)"):
+        opened(monkeypatch, dsn, "users", references={"legacy.user_id": "CASCADE"}, history_schema="audit")
+
+
+def test_a_step_reading_a_file_written_under_other_parameters_is_refused(
+        make_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib.params import validate
+
+    dsn = make_db(sql_file("edge_cases.sql"))
+    ctx = opened(monkeypatch, dsn, "users", str(tmp_path / "run"))
+    steps.inspect(ctx)
+    other = RunContext(params=validate({"parent_table": "users", "actor_columns": ["creator_id"]}),
+                       run_dir=ctx.run_dir, dsn=dsn)
+    with pytest.raises(run_folder.ForeignFile) as refused:
+        steps.plan(other)
+    assert str(refused.value) == (f"snapshot_before.json in {ctx.run_dir} was written under other parameters "
+                                  "(actor_columns differ from this step's): run every step with the same "
+                                  "parameters, or use a new run folder")
+    assert not (ctx.run_dir / "plan.json").exists()
+    assert steps.plan(ctx).parent == ("public", "users")  # the folder's own parameters still read it

@@ -5,16 +5,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from runbook_lib import catalog, steps
+from runbook_lib import steps
 from runbook_lib.context import RunContext
-from runbook_lib.params import validate
-from runbook_lib.plan import make_plan
 from tests.conftest import sql_file
 from tests.test_cli import runbook, write_params
-
-KEY = "public.nutrition_goals.nutrition_goals_user_id_fkey"
+from tests.test_resume import KEY, swap_to_validate
 
 
 def test_a_preview_key_of_the_wrong_type_is_one_line_and_exit_2(make_db: Any, tmp_path: Path) -> None:
@@ -31,12 +26,7 @@ def test_a_preview_key_of_the_wrong_type_is_one_line_and_exit_2(make_db: Any, tm
 def test_a_journal_no_recorded_run_wrote_is_not_trusted(make_db: Any, tmp_path: Path) -> None:
     """A journal dropped beside the runs cannot make the next run validate (or skip) anything."""
     dsn = make_db(sql_file("edge_cases.sql"))
-    params = validate({"parent_table": "users", "dry_run": False, "backup": {"enabled": False},
-                       "rules": {"billing": "SET NULL"}})
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        before = catalog.inspect(conn, "public", "users")
-    item = make_plan(before, params).item(KEY)
-    assert item is not None and item.validate_after
+    params, _before, _item = swap_to_validate(dsn)
     planted = tmp_path / "ev" / "planted"
     planted.mkdir(parents=True)
     (planted / "apply_journal.jsonl").write_text(

@@ -33,16 +33,21 @@ def history_rows(dsn: str) -> list[tuple[Any, ...]]:
                             "ORDER BY started").fetchall()
 
 
-@pytest.mark.slow
-def test_an_edited_run_folder_is_refused_and_the_signed_one_verifies(
-        make_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dsn = make_db(sql_file("edge_cases.sql"))
+def applied_run(dsn: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A real run of inspect, plan and apply: its evidence folder and its run folder."""
     params = write_params(tmp_path, backup={"enabled": False})
     evidence = tmp_path / "evidence"
     first = runbook("run", "--params", str(params), "--evidence-dir", str(evidence),
                     "--steps", "inspect,plan,apply", dsn=dsn, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    run_dir = only_run(evidence)
+    return evidence, only_run(evidence)
+
+
+@pytest.mark.slow
+def test_an_edited_run_folder_is_refused_and_the_signed_one_verifies(
+        make_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = make_db(sql_file("edge_cases.sql"))
+    evidence, run_dir = applied_run(dsn, tmp_path)
     # The plan shows the history's creation first; the database recorded the run with its hashes.
     assert "CREATE TABLE IF NOT EXISTS \"cascade_runbook\".\"history\"" in (run_dir / "plan.sql").read_text()
     [row] = history_rows(dsn)
@@ -85,12 +90,7 @@ def test_an_edited_run_folder_is_refused_and_the_signed_one_verifies(
 def test_a_vouched_run_rolls_back_and_the_history_records_it(make_db: Any, tmp_path: Path) -> None:
     dsn = make_db(sql_file("edge_cases.sql"))
     before = constraint_defs(dsn)
-    params = write_params(tmp_path, backup={"enabled": False})
-    evidence = tmp_path / "evidence"
-    first = runbook("run", "--params", str(params), "--evidence-dir", str(evidence),
-                    "--steps", "inspect,plan,apply", dsn=dsn, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    run_dir = only_run(evidence)
+    _evidence, run_dir = applied_run(dsn, tmp_path)
     back = runbook("rollback", str(run_dir), dsn=dsn, cwd=tmp_path)
     assert back.returncode == 0, back.stderr
     assert {k: v[1] for k, v in constraint_defs(dsn).items()} == {k: v[1] for k, v in before.items()}

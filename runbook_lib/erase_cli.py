@@ -82,5 +82,5 @@ def report(user_id: str, result: runner.RunResult) -> bool:
     ok = step.status == "passed" and bool(verdict["ok"])
     line = f"user {user_id}: {verdict['result']}"
     print(line if ok else f"runbook: {line}", file=sys.stdout if ok else sys.stderr)
-    print(f"evidence: {result.run_dir}")
+    print(f"evidence: {terminal.shown_path(result.run_dir)}")
     return ok

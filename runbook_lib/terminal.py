@@ -6,7 +6,9 @@ split across lines and a wrapped statement still runs when pasted.
 """
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 from typing import Any, Iterable
 
 WIDTH = 100
@@ -102,3 +104,13 @@ def code_lines(code: str, indent: str = "", *, first: str = "") -> list[str]:
         bare = False
     lines.append(line)
     return lines
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` named from the working folder when it lies inside it (shorter, and as the person typed it)."""
+    text = str(path)
+    if os.path.isabs(text):
+        relative = os.path.relpath(text)
+        if not relative.startswith(".."):
+            return relative
+    return text

@@ -82,12 +82,8 @@ def orm_check(params_file: str, models_spec: str) -> int:
 def finding_lines(finding: Any) -> list[str]:
     """One orm-check finding in lines that fit the terminal; the file is named relative to the working
     folder when it lies inside it."""
-    import os
-
     path, colon, line = finding.where.rpartition(":")
-    where = finding.where
-    if colon and os.path.isabs(path) and not os.path.relpath(path).startswith(".."):
-        where = f"{os.path.relpath(path)}:{line}"
+    where = f"{terminal.shown_path(path)}:{line}" if colon else finding.where
     return [*terminal.text_lines(f"{where}: {finding.model} ({finding.constraint})", "    "),
             *terminal.text_lines(finding.problem, "    ", first="    "),
             *terminal.code_lines(finding.fix, "           ", first="    write: ")]

@@ -30,7 +30,7 @@ ATTRIBUTES = {"*": ["class", "id"], "a": ["href", "title"], "abbr": ["title"], "
 FIT_CSS = (
     "<style>.jp-RenderedHTMLCommon table,table.dataframe{display:block;max-width:100%;overflow-x:auto}"
     ".jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{white-space:normal;overflow-wrap:anywhere;"
-    "word-break:break-word;max-width:32em;text-align:left;vertical-align:top}"
+    "word-break:break-word;max-width:32em;vertical-align:top}"
     ".jp-OutputArea-output pre{white-space:pre-wrap;overflow-wrap:anywhere}</style>")
 
 

@@ -110,3 +110,8 @@ def test_pages_of_a_40_table_schema_fit_a_laptop_screen(make_db: Any, tmp_path: 
         shows_code = re.search(r"class=\"[^\"]*jp-InputArea-editor", plan_page) is not None
         assert shows_code is (hidden == "false"), hidden
         assert "steps.plan(ctx)" in (run_dir / "03_plan.ipynb").read_text(encoding="utf-8")  # the notebook keeps it
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "03_plan_40_tables.png"
+    shot.unlink(missing_ok=True)
+    taken = browse((run_dir / "03_plan.html").as_uri(), f"--screenshot={shot}", f"--window-size={LAPTOP},1600")
+    assert taken.returncode == 0 and shot.stat().st_size > 5000, taken.stderr[-2000:]

@@ -24,10 +24,11 @@ from typing import Any, Callable
 
 import psycopg
 
-from . import embedded, logger
+from . import embedded, logger, progress_views
 from . import restore_point as restore_point_mod
 from .connect import libpq_params
 from .errors import BackupError
+from .heartbeat import heartbeat
 
 MODES = ("full", "schema", "restore_point")
 DUMP_MODES = ("full", "schema")
@@ -213,8 +214,10 @@ def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no message"])[-1]
 
 
-def make_dump(dsn: str, server_major: int, target: Path, *, mode: str = "full") -> BackupRecord:
-    """pg_dump into ``target`` (its folder made private), then prove it readable and hash it."""
+def make_dump(dsn: str, server_major: int, target: Path, *, mode: str = "full",
+              progress: Callable[[str], None] | None = None) -> BackupRecord:
+    """pg_dump into ``target`` (its folder made private), then prove it readable and hash it; while
+    pg_dump works, ``progress`` hears how large the file has grown."""
     if mode not in DUMP_MODES:
         raise BackupError(f"not a dump mode: {mode}")
     dump = choose_tool("pg_dump", server_major)
@@ -228,7 +231,8 @@ def make_dump(dsn: str, server_major: int, target: Path, *, mode: str = "full") 
     if mode == "schema":
         argv.append("--schema-only")
     # umask 077: the file is private from the moment pg_dump creates it, not after a chmod.
-    proc = subprocess.run(argv, env=child_env(dsn), capture_output=True, text=True, umask=0o077)
+    with heartbeat(progress, f"pg_dump ({mode})", detail=progress_views.file_size(partial)):
+        proc = subprocess.run(argv, env=child_env(dsn), capture_output=True, text=True, umask=0o077)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         raise BackupError(f"pg_dump failed (exit {proc.returncode}): {_last_line(proc.stderr)}")
@@ -263,7 +267,7 @@ def make_restore_point(conn: psycopg.Connection[Any], run_id: str) -> BackupReco
 
 
 def take(connect: Callable[[], psycopg.Connection[Any]], dsn: str, *, mode: str, folder: Path, run_id: str,
-         why: str) -> BackupRecord:
+         why: str, progress: Callable[[str], None] | None = None) -> BackupRecord:
     """The backup of ``mode`` for run ``run_id``; ``connect`` gives an autocommit connection."""
     with connect() as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
@@ -272,7 +276,7 @@ def take(connect: Callable[[], psycopg.Connection[Any]], dsn: str, *, mode: str,
         major, database = int(row[0]), str(row[1])
         record = make_restore_point(conn, run_id) if mode == "restore_point" else None
     if record is None:  # no connection of ours stays open while pg_dump works
-        record = make_dump(dsn, major, dump_path(folder, run_id, database, mode), mode=mode)
+        record = make_dump(dsn, major, dump_path(folder, run_id, database, mode), mode=mode, progress=progress)
     record.why = why
     return record
 

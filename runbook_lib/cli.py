@@ -5,7 +5,6 @@ import argparse
 import logging
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -147,10 +146,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _preview(params_file: str, user_id: str) -> int:
     """Read-only: print what deleting one user would do; exit 1 when the delete would be blocked."""
-    import pandas as pd
-
     from . import params as params_mod
-    from . import collateral, deletion, report, steps
+    from . import collateral, deletion, report, steps, terminal
     from .erase_plan import predict_orphans
     from .erase_run import orphans_frame
     from .context import RunContext
@@ -159,27 +156,24 @@ def _preview(params_file: str, user_id: str) -> int:
     ctx = RunContext(params=params, run_dir=Path.cwd())
     found = steps.preview_user(ctx, user_id)
     # A terminal of 100 columns: long values are cut, wide frames wrap; the evidence keeps the detail.
-    narrow = {"index": False, "line_width": 100, "max_colwidth": 40}
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.max_colwidth", 40):
-        print(deletion.preview_frame(found).to_string(**narrow))
-        blockers = deletion.blockers_frame(found)
-        if len(blockers):
-            print("\nblockers:")
-            print(blockers.to_string(**narrow))
-        others = collateral.of_preview(found, params)
-        if others:
-            print("\nother users' rows this delete removes or detaches:")
-            print(report.collateral_rows_frame(others).to_string(**narrow))
-        with ctx.connect() as conn:
-            lonely = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
-        if lonely:
-            print("\nleft unreferenced by this delete (orphans, for a clean-up job):")
-            print(orphans_frame(lonely).to_string(**narrow))
-        unprotected = steps.preview_unprotected(ctx, user_id)
-        if unprotected:
-            print("\nnot reached by any foreign key (the delete leaves these rows behind):")
-            print(report.unprotected_frame(unprotected).to_string(**narrow))
-    print("\n" + "\n".join(textwrap.wrap(found.message, 100, subsequent_indent="  ")))
+    show = terminal.frame_lines
+    lines = show(deletion.preview_frame(found))
+    blockers = deletion.blockers_frame(found)
+    if len(blockers):
+        lines += ["", "blockers:", *show(blockers)]
+    others = collateral.of_preview(found, params)
+    if others:
+        lines += ["", "other users' rows this delete removes or detaches:",
+                  *show(report.collateral_rows_frame(others))]
+    with ctx.connect() as conn:
+        lonely = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
+    if lonely:
+        lines += ["", "left unreferenced by this delete (orphans, for a clean-up job):", *show(orphans_frame(lonely))]
+    unprotected = steps.preview_unprotected(ctx, user_id)
+    if unprotected:
+        lines += ["", "not reached by any foreign key (the delete leaves these rows behind):",
+                  *show(report.unprotected_frame(unprotected))]
+    print("\n".join([*lines, "", *terminal.text_lines(found.message, "  ")]))
     return EXIT_OK if not found.certain_blockers else EXIT_FAILED
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import params as params_mod
-from . import runner
+from . import runner, terminal
 from .connect import dsn_from_env
 from .erase_run import PREVIEW_COLUMNS, open_connection, read_ids, validate_ids
 
@@ -50,6 +50,19 @@ def _verdict(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def preview_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The preview table in ``terminal.WIDTH`` columns; the index each unindexed FK needs is listed whole
+    below it rather than cut in a cell."""
+    frame = pd.DataFrame(rows, columns=PREVIEW_COLUMNS)
+    fixes = [fix for fix in frame.pop("unindexed FK fix") if fix]
+    lines = terminal.frame_lines(frame)
+    if fixes:
+        lines += ["", "unindexed foreign keys (each deletion scans its table); index them with:"]
+        for fix in fixes:
+            lines += terminal.code_lines(fix, "    ", first="  ")
+    return lines
+
+
 def report(user_id: str, result: runner.RunResult) -> bool:
     """One user's outcome: the preview table and result on stdout, refusals and failures on stderr."""
     step = result.steps[0]
@@ -58,17 +71,16 @@ def report(user_id: str, result: runner.RunResult) -> bool:
         print(f"runbook: user {user_id}: the erase notebook failed: {step.error}; executed notebook: "
               f"{result.run_dir / (step.notebook or '')}", file=sys.stderr)
         return False
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.max_colwidth", 120):
-        print(pd.DataFrame(verdict["preview"], columns=PREVIEW_COLUMNS).to_string(index=False))
+    for text in preview_lines(verdict["preview"]):
+        print(text)
     if verdict["orphans"]:
         print(f"{verdict['orphans']} row(s) referenced only by this user's rows (orphans)")
     for note in verdict["notes"]:
-        print(f"note: {note}")
+        print("\n".join(terminal.text_lines(note, "      ", first="note: ")))
     for line in verdict["refusals"]:
         print(f"runbook: user {user_id}: {line}", file=sys.stderr)
     ok = step.status == "passed" and bool(verdict["ok"])
     line = f"user {user_id}: {verdict['result']}"
     print(line if ok else f"runbook: {line}", file=sys.stdout if ok else sys.stderr)
-    print(f"evidence: {result.run_dir}")
+    print(f"evidence: {terminal.shown_path(result.run_dir)}")
     return ok

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import logger, render
+from . import logger, progress_views, render
 from .catalog import ForeignKey, read_one
 from .errors import ApplyError, PreflightFailed
 from .heartbeat import heartbeat
@@ -139,6 +139,14 @@ class Executor:
             self._conn = self._connect()
             self._conn.autocommit = True
         return self._conn
+
+    def backend_pid(self) -> int | None:
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    def activity(self) -> progress_views.Detail:
+        """What this executor's statement is waiting on, read from a connection of its own."""
+        return progress_views.statement(self._connect, self.backend_pid)
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -436,7 +444,7 @@ def apply_plan(executor: Executor, plan: Plan, progress: Progress | None = None,
                                       error=f"{i.fk.key}: not attempted: {problem}")
                            for i in plan.actions[n - 1:])
             break
-        with heartbeat(progress, f"[{n}/{len(plan.actions)}] {item.fk.key}"):
+        with heartbeat(progress, f"[{n}/{len(plan.actions)}] {item.fk.key}", detail=executor.activity()):
             results.append(executor.run_change(
                 item.fk, expect=_expect_forward(item), statements=[] if item.pending_validation else item.forward(),
                 validate=item.forward_validate(), direction="forward", version_num=plan.server_version_num,
@@ -455,7 +463,7 @@ def rollback_plan(executor: Executor, plan: Plan, progress: Progress | None = No
             results.extend(StepResult(constraint=i.fk.key, direction="reverse", status="failed",
                                       error=f"{i.fk.key}: not attempted: {problem}") for i in items[n - 1:])
             break
-        with heartbeat(progress, f"[{n}/{len(plan.changes)}] {item.fk.key}"):
+        with heartbeat(progress, f"[{n}/{len(plan.changes)}] {item.fk.key}", detail=executor.activity()):
             results.append(executor.run_change(
                 item.fk, expect=_expect_reverse(item), statements=item.reverse(),
                 validate=item.reverse_validate(), direction="reverse", version_num=plan.server_version_num,

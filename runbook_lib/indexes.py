@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import logger, render
+from . import logger, progress_views, render
 from .heartbeat import heartbeat
 from .catalog import ForeignKey
 
@@ -97,7 +97,8 @@ def create(connect: Callable[[], psycopg.Connection[Any]], plans: Iterable[Index
         for number, plan in enumerate(plans, 1):
             if journal is not None:
                 journal("index_start", constraint=plan.fk.key, index=plan.name)
-            with heartbeat(progress, f"[index {number}/{len(plans)}] {plan.name}"):
+            with heartbeat(progress, f"[index {number}/{len(plans)}] {plan.name}",
+                           detail=progress_views.index_build(connect, lambda: conn.info.backend_pid)):
                 result = _build(conn, plan, lock_timeout_ms=lock_timeout_ms, attempts=attempts, backoff=backoff,
                                 sleep=sleep)
             results.append(result)

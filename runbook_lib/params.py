@@ -266,6 +266,9 @@ SPEC: tuple[Spec, ...] = (
     Spec("models", "", optional_text,
          "Optional MODULE[:ATTR] of the application's SQLAlchemy models: the plan notebook checks them.",
          "app.models:Base"),
+    Spec("evidence_hide_code", False, boolean,
+         "Evidence pages (the .html beside each executed notebook) leave out the code cells, for readers "
+         "who want only the results; the executed .ipynb keeps them."),
 )
 
 SPEC_BY_KEY: dict[str, Spec] = {s.key: s for s in SPEC}
@@ -312,6 +315,7 @@ class Parameters:
     erase: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS["erase"]))
     history_schema: str = "cascade_runbook"
     models: str = ""
+    evidence_hide_code: bool = False
 
     @property
     def lock_timeout_seconds(self) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, backup_choice, catalog, history, index_page, logger, progress, vouch
+from . import __version__, backup_choice, catalog, history, html_page, index_page, logger, progress, vouch
 from . import connect as connect_mod
 from . import params as params_mod
 from .context import RUN_DIR_ENV, write_json
@@ -104,29 +104,9 @@ def precheck(params: params_mod.Parameters, dsn: str) -> dict[str, Any]:
     return ident
 
 
-_EXTERNAL_TAG = re.compile(
-    r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>|<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>",
-    re.IGNORECASE)
-
-
-# A plan of a wide schema must not push the page sideways: wide tables scroll on their own.
-_WIDE_TABLES = ("<style>.jp-RenderedHTMLCommon table,table.dataframe{display:block;max-width:100%;"
-                "overflow-x:auto}</style>")
-
-
-def render_html(notebook: Path) -> Path:
-    """An HTML page of the executed notebook that renders with no network access."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    # The sanitizer cleans every Markdown cell and HTML output: names from the database are escaped at
-    # the source (markup.md_text), and a page must stay inert even where one was missed.
-    exporter = HTMLExporter(template_name="lab", sanitize_html=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    target = notebook.with_suffix(".html")
-    body = _EXTERNAL_TAG.sub("", body).replace("</head>", _WIDE_TABLES + "</head>", 1)
-    target.write_text(body, encoding="utf-8")
-    return target
+def render_html(notebook: Path, *, hide_code: bool = False) -> Path:
+    """An HTML page of the executed notebook that renders with no network access (``html_page``)."""
+    return html_page.render(notebook, hide_code=hide_code)
 
 
 WORKDIR_ENV = "RUNBOOK_WORKDIR"
@@ -165,7 +145,7 @@ def execute_step(notebook: str, run_dir: Path, parameters: dict[str, Any],
     status.seconds = round(time.perf_counter() - started, 2)
     if target.exists():
         try:
-            status.html = render_html(target).name
+            status.html = render_html(target, hide_code=bool(parameters.get("evidence_hide_code"))).name
         except Exception as exc:  # noqa: BLE001 - a page that cannot render must not hide the verdict
             logger.warning("could not render %s as HTML: %s", target, exc)
     return status

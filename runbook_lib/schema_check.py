@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from . import catalog, references
+from . import catalog, references, terminal
 from .catalog import qualname
 from .params import Parameters
 from .plan import Plan, make_plan
@@ -29,14 +29,18 @@ class Guard:
         return not self.plan.changes and not self.plan.decisions
 
     def lines(self) -> list[str]:
-        """One entry per FK that differs, with the DDL that fixes it; then each open decision."""
+        """Each FK that differs, with the DDL that fixes it; then each open decision: lines that fit a
+        terminal of ``terminal.WIDTH`` columns."""
         out = []
         for item in self.plan.changes:
             validate = item.forward_validate()
             fix = "; ".join(s.as_string(None) for s in [*item.forward(), *([validate] if validate else [])])
-            out.append(f"{item.fk.key}: ON DELETE {item.current}, the policy wants {item.planned} "
-                       f"({item.reason})\n    fix: {fix}")
-        return out + self.plan.decision_lines()
+            out += terminal.text_lines(f"{item.fk.key}: ON DELETE {item.current}, the policy wants "
+                                       f"{item.planned} ({item.reason})", "    ")
+            out += terminal.code_lines(fix, "         ", first="    fix: ")
+        for line in self.plan.decision_lines():
+            out += terminal.text_lines(line, "    ")
+        return out
 
     def summary(self) -> str:
         checked = len(self.plan.items)

@@ -144,7 +144,7 @@ def backup_dir(ctx: RunContext) -> Path:
     return given if given.is_absolute() else (ctx.run_dir.parent / given).resolve()
 
 
-def backup(ctx: RunContext) -> backup_mod.BackupRecord:
+def backup(ctx: RunContext, progress: execute.Progress | None = None) -> backup_mod.BackupRecord:
     if not ctx.params.backup_enabled:
         record = backup_mod.BackupRecord(enabled=False, reason="backup turned off in the parameters")
         ctx.save_json("backup.json", record.to_dict())
@@ -153,7 +153,7 @@ def backup(ctx: RunContext) -> backup_mod.BackupRecord:
     with ctx.connect() as conn:
         why = backup_choice.why(mode, backup_choice.assess(conn, folder))
     record = backup_mod.take(ctx.connect, ctx.conninfo(), mode=mode, folder=folder, run_id=ctx.run_dir.name,
-                             why=why)
+                             why=why, progress=progress)
     ctx.save_json("backup.json", record.to_dict())
     return record
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import psycopg
 
 from . import params as params_mod
+from . import terminal
 from .connect import connect, dsn_from_env
 from .plan import Plan, make_plan
 
@@ -66,14 +67,26 @@ def orm_check(params_file: str, models_spec: str) -> int:
         findings = orm.check(models, plan)
         modelled = orm.modelled(models, plan)
     for f in findings:
-        print(f"{f.where}: {f.model} ({f.constraint})\n    {f.problem}\n    write: {f.fix}")
+        for line in finding_lines(f):
+            print(line)
     decided = len(plan.items) - len(plan.decisions)
     summary = (f"{len(findings)} finding(s); {modelled} of the plan's {len(plan.items)} foreign keys are in "
                f"{models_spec}")
     if plan.decisions:
         summary += f"; {len(plan.decisions)} open decision(s) not checked ({decided} decided)"
-    print(summary if findings else f"the models agree with the planned rules: {summary}")
+    print("\n".join(terminal.text_lines(summary if findings else f"the models agree with the planned rules: {summary}",
+                                        "  ")))
     return EXIT_FOUND if findings else EXIT_OK
+
+
+def finding_lines(finding: Any) -> list[str]:
+    """One orm-check finding in lines that fit the terminal; the file is named relative to the working
+    folder when it lies inside it."""
+    path, colon, line = finding.where.rpartition(":")
+    where = f"{terminal.shown_path(path)}:{line}" if colon else finding.where
+    return [*terminal.text_lines(f"{where}: {finding.model} ({finding.constraint})", "    "),
+            *terminal.text_lines(finding.problem, "    ", first="    "),
+            *terminal.code_lines(finding.fix, "           ", first="    write: ")]
 
 
 def check(params_file: str) -> int:
@@ -85,5 +98,5 @@ def check(params_file: str) -> int:
         result = guard(conn, params)
     for line in result.lines():
         print(line)
-    print(result.summary())
+    print("\n".join(terminal.text_lines(result.summary(), "  ")))
     return EXIT_OK if result.ok else EXIT_FOUND

@@ -76,7 +76,7 @@ NOTEBOOKS = {
         "are private (0600 files in a 0700 folder). The apply step refuses to run without a verified backup "
         "of that mode from this same run, unless the parameters turn backup off (which the evidence records).",
         [
-            ("code", "record = steps.backup(ctx)\npd.DataFrame([record.to_dict()]).T.rename(columns={0: 'backup'})"),
+            ("code", "record = steps.backup(ctx, progress=print)  # a long dump reports its size as it grows\npd.DataFrame([record.to_dict()]).T.rename(columns={0: 'backup'})"),
             ("md", "## Verdict"),
             ("code", 'print(ctx.verdict("backup", record.verified or not record.enabled,\n'
                      '                  f"verified {record.summary()}" if record.enabled\n'

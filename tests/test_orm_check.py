@@ -24,7 +24,7 @@ FK_OPS = re.compile(r"op\.(drop_constraint|create_foreign_key)\(")
 def line_of(app_dir: Path, module: str, text: str) -> str:
     path = app_dir / f"{module}.py"
     number = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.lstrip().startswith(text))
-    return f"{path}:{number}"
+    return f"{path.name}:{number}"  # named from the folder orm-check runs in
 
 
 def engine(dsn: str) -> sa.Engine:
@@ -68,7 +68,7 @@ def test_orm_check_finds_what_autogenerate_would_revert_and_what_the_orm_would_f
 
     found = runbook(dsn, "orm-check", "--params", str(params), "--models", "models_before:Base", cwd=app_dir)
     assert found.returncode == 1, found.stderr
-    out = found.stdout
+    out = " ".join(line.strip() for line in found.stdout.splitlines())  # lines wrapped at 100 columns
     # (a) a missing ondelete, with the exact keyword to write
     first_owned = 'user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)'  # LabReport's
     assert f"{line_of(app_dir, 'models_before', first_owned)}: LabReport.user_id (public.lab_reports.lab_reports_user_id_fkey)" in out
@@ -173,8 +173,11 @@ def test_the_plan_notebook_shows_the_same_findings_when_models_is_set(
                      run_dir=run_dir, dsn=dsn)
     steps.inspect(ctx)
     frame = steps.models_frame(ctx, steps.plan(ctx))
-    printed = runbook(dsn, "orm-check", "--params", str(write_params(tmp_path)), "--models", "models_before:Base",
-                      cwd=app_dir).stdout
+    printed = " ".join(line.strip() for line in runbook(
+        dsn, "orm-check", "--params", str(write_params(tmp_path)), "--models", "models_before:Base",
+        cwd=app_dir).stdout.splitlines())
     assert len(frame) == 15
     for row in frame.itertuples():
-        assert f"{row.where}: {row.model} ({row.constraint})" in printed
+        # The command line names the file from the folder it runs in; the notebook names it whole.
+        where = str(Path(row.where).relative_to(app_dir))
+        assert f"{where}: {row.model} ({row.constraint})" in printed

@@ -418,7 +418,7 @@ Progress = Callable[[str], None]
 def _report(progress: Progress | None, index: int, total: int, result: StepResult) -> None:
     if progress is not None:
         progress(f"[{index}/{total}] {result.constraint}: {result.status} "
-                 f"(swap {result.swap_ms} ms, validate {result.validate_ms} ms, {result.attempts} attempt(s))")
+                 f"(swap {result.swap_ms} ms, validate {result.validate_ms} ms, {result.lock_waits} lock wait(s))")
 
 
 Guard = Callable[[], "str | None"]

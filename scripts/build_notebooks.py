@@ -308,7 +308,8 @@ NOTEBOOKS = {
             ("md", "## Orphans\nRows outside the deletion set that only this user's rows reference: listed in "
                    "`orphans.csv` for the clean-up job (with the columns named in `erase.orphan_columns`), "
                    "and deleted in the final transaction when `erase.orphans` is `delete`."),
-            ("code", "erase_run.orphans_frame(outcome.predicted_orphans) if outcome else None"),
+            ("code", "(erase_run.orphans_frame(outcome.predicted_orphans) if outcome and outcome.predicted_orphans\n"
+                     " else print('no orphans: nothing outside the deletion set is referenced only by this user'))"),
             ("md", "## Erase\nOnly when `confirm` is true and nothing blocks: the batches, then the user and "
                    "its remaining rows in one transaction that commits only when, together with the batches, "
                    "every table changed by exactly the preview's counts (read from `pg_stat_xact_user_tables`, "

@@ -23,7 +23,7 @@ from . import logger
 from .alembic_template import HEADER, HELPERS
 from .catalog import ForeignKey, qualname
 from .errors import RunbookError
-from .plan import Plan, PlanItem
+from .plan import Plan
 
 Quote = Callable[[str], str]
 

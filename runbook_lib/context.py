@@ -52,6 +52,16 @@ class RunContext:
         """The connection string, only for the code that connects (or hands it to pg_dump)."""
         return self._conninfo.reveal() if self._conninfo is not None else connect_mod.dsn_from_env()
 
+    def backup_dir(self) -> Path:
+        """By default ``backups`` inside the run folder; ``runbook run`` passes a given folder as an absolute
+        path, a relative one (a notebook run by hand) is taken beside the run folder, never inside
+        notebooks/."""
+        text = str(self.params.backup["dir"] or "")
+        if not text:
+            return self.run_dir / "backups"
+        given = Path(text).expanduser()
+        return given if given.is_absolute() else (self.run_dir.parent / given).resolve()
+
     def with_run_dir(self, run_dir: Path) -> "RunContext":
         """This context reading another run's folder (a rollback's source)."""
         return RunContext(params=self.params, run_dir=run_dir, own_folder=False,

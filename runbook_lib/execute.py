@@ -119,6 +119,29 @@ def _set_local(conn: psycopg.Connection[Any], name: str, value: str) -> None:
     conn.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
+def _swap_body(original: ForeignKey, version_num: int, expect: Expect,
+               statements: list[sql.Composed]) -> Callable[[psycopg.Connection[Any]], str]:
+    """The swap's transaction body: re-read the FK under the lock, then change it only if it is as planned."""
+
+    def swap(conn: psycopg.Connection[Any]) -> str:
+        current = read_one(conn, version_num, original.schema, original.table, original.name)
+        state = expect(current)
+        if state == "done":
+            return "already"
+        if current is None and state != "todo":
+            raise ApplyError(f"{original.key}: the constraint no longer exists; nothing done",
+                             constraint=original.key)
+        if state != "todo":
+            what = current.definition if current is not None else "missing"
+            raise ApplyError(f"{original.key}: changed since it was inspected ({what}); left as it is",
+                             constraint=original.key)
+        for statement in statements:
+            conn.execute(statement)
+        return "applied"
+
+    return swap
+
+
 class Executor:
     def __init__(self, connect: Connector, *, lock_timeout_ms: int, attempts: int, backoff: float,
                  journal: Journal | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -217,22 +240,7 @@ class Executor:
         self.journal.write("start", constraint=original.key, direction=direction,
                            validate_pending=validate is not None)
 
-        def swap(conn: psycopg.Connection[Any]) -> str:
-            current = read_one(conn, version_num, original.schema, original.table, original.name)
-            state = expect(current)
-            if state == "done":
-                return "already"
-            if current is None and state != "todo":
-                raise ApplyError(f"{original.key}: the constraint no longer exists; nothing done",
-                                 constraint=original.key)
-            if state != "todo":
-                what = current.definition if current is not None else "missing"
-                raise ApplyError(f"{original.key}: changed since it was inspected ({what}); left as it is",
-                                 constraint=original.key)
-            for statement in statements:
-                conn.execute(statement)
-            return "applied"
-
+        swap = _swap_body(original, version_num, expect, statements)
         started = time.perf_counter()
         try:
             if pre:
@@ -242,19 +250,7 @@ class Executor:
             result.status = outcome or "applied"
             self.journal.write("swapped" if result.status == "applied" else "already", constraint=original.key)
             if validate is not None:
-                started = time.perf_counter()
-
-                def run_validate(conn: psycopg.Connection[Any]) -> None:
-                    current = read_one(conn, version_num, original.schema, original.table, original.name)
-                    if current is not None and not current.validated:
-                        conn.execute(validate)
-                    return None
-
-                # VALIDATE blocks neither reads nor writes; a statement_timeout would only abort it.
-                self._in_transaction(result, "validate", run_validate, statement_timeout="0")
-                result.validate_ms = round((time.perf_counter() - started) * 1000, 2)
-                result.validated = True
-                self.journal.write("validated", constraint=original.key)
+                self._validate(result, original, version_num, validate)
         except ApplyError as exc:
             if result.status == "failed":
                 result.swap_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -268,6 +264,22 @@ class Executor:
             if cleanup:
                 self._cleanup(result, cleanup)
         return result
+
+    def _validate(self, result: StepResult, original: ForeignKey, version_num: int,
+                  validate: sql.Composed) -> None:
+        started = time.perf_counter()
+
+        def run_validate(conn: psycopg.Connection[Any]) -> None:
+            current = read_one(conn, version_num, original.schema, original.table, original.name)
+            if current is not None and not current.validated:
+                conn.execute(validate)
+            return None
+
+        # VALIDATE blocks neither reads nor writes; a statement_timeout would only abort it.
+        self._in_transaction(result, "validate", run_validate, statement_timeout="0")
+        result.validate_ms = round((time.perf_counter() - started) * 1000, 2)
+        result.validated = True
+        self.journal.write("validated", constraint=original.key)
 
     def _prevalidate(self, result: StepResult, original: ForeignKey, version_num: int,
                      expect: Expect,

@@ -190,7 +190,7 @@ def _relationship_problem(fk: ForeignKey, rule: str, rel: RelationshipProperty[A
     name = f"{rel.parent.class_.__name__}.{rel.key}"
     if rule == "CASCADE":
         if passive == "all":
-            return (f"passive_deletes='all': children already in the session stay there as if they still existed "
+            return ("passive_deletes='all': children already in the session stay there as if they still existed "
                     "after the database deleted them", 'cascade="all, delete-orphan", passive_deletes=True')
         if passive is True and deletes:
             return None

@@ -5,7 +5,6 @@ import json
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -13,7 +12,7 @@ from nbconvert.filters import markdown2html
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from runbook_lib.markup import html_text, md_bold, md_text, safe_name
+from runbook_lib.markup import html_text, md_bold, safe_name
 from tests.conftest import drop_database, sql_file
 from tests.test_cli import runbook
 

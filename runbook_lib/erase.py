@@ -8,6 +8,8 @@ transaction commits only when, together with the batches, every table changed by
 counts. A crash between batches leaves only whole batches done: a rerun previews again and finishes.
 A transaction that loses a lock wait (``lock_timeout``) or a deadlock is tried again with backoff
 (``lock_retries``, ``retry_backoff``, as apply does); after the last attempt the erasure stops there.
+Given a ``HistoryRecord``, the final transaction also inserts the erasure's row into the run history,
+after its counts are checked: the row exists exactly when the erasure committed.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import psycopg
 from psycopg import sql
 
-from . import logger
+from . import history, logger
 from .errors import RunbookError
 from .erase_plan import (ErasePlan, Identity, OrphanRow, Preview, chunks, key_match, orphan_values,
                          TableBatches, orphans_after)
@@ -54,12 +56,22 @@ class Transaction:
                 "deleted": self.deleted, "updated": self.updated, "inserted": self.inserted}
 
 
+@dataclass(frozen=True)
+class HistoryRecord:
+    """The run-history row an erasure's final transaction inserts (no key, no value of the user)."""
+    schema: str
+    run_id: str
+    plan_sha256: str
+    snapshot_sha256: str
+
+
 @dataclass
 class Erasure:
     plan: ErasePlan
     transactions: list[Transaction] = field(default_factory=list)
     orphans: list[OrphanRow] = field(default_factory=list)
     orphans_deleted: bool = False
+    record: HistoryRecord | None = None
     failure: str | None = None
     seconds: float = 0.0
     # wall clock (epoch seconds) of the first batch's start and the final commit
@@ -314,6 +326,10 @@ def _final_once(conn: psycopg.Connection[Any], erasure: Erasure,
         if problems:
             raise EraseError("final transaction rolled back, it does not match the preview: " + "; ".join(problems)
                              + " (rows changed meanwhile? run the erasure again)", table=qualname(preview.parent))
+        if erasure.record is not None:  # after the check: its own insert is not the preview's
+            r = erasure.record
+            history.record_erasure(conn, r.schema, run_id=r.run_id, parent=qualname(preview.parent),
+                                   plan_sha256=r.plan_sha256, snapshot_sha256=r.snapshot_sha256)
     tx.seconds = round(time.perf_counter() - started, 4)
     return tx, found, deleted_orphans
 
@@ -331,18 +347,23 @@ def run_final(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameter
 
 
 def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
-          after_batch: BatchHook | None = None, progress: Progress | None = None) -> Erasure:
+          after_batch: BatchHook | None = None, progress: Progress | None = None,
+          record: HistoryRecord | None = None) -> Erasure:
     """Batches, then the final transaction. ``conn`` must be in autocommit mode (each transaction is
     its own). A failure is recorded in ``Erasure.failure``; what committed before it stays done.
-    ``progress`` receives one line per transaction as it commits and per lock wait retried."""
+    ``progress`` receives one line per transaction as it commits and per lock wait retried. With
+    ``record``, the run history is created first when missing, and the final transaction records it."""
     if not conn.autocommit:
         raise RunbookError("erase needs an autocommit connection: every batch commits on its own")
     if plan.blockers:
         raise RunbookError("erasure refused: " + "; ".join(plan.blockers))
-    erasure = Erasure(plan)
+    erasure = Erasure(plan, record=record)
     erasure.started_at = time.time()
     started = time.perf_counter()
     try:
+        if record is not None:
+            for statement in history.create_statements(record.schema):
+                conn.execute(statement)
         run_batches(conn, erasure, params, after_batch, progress)
         settle(conn, erasure, params)
         run_final(conn, erasure, params, progress)

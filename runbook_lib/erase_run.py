@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import pandas as pd
 import psycopg
 
-from . import catalog, receipt
+from . import catalog, history, receipt
 from .connect import connect
-from .erase import BatchHook, Erasure, Progress, erase
+from .erase import BatchHook, Erasure, HistoryRecord, Progress, erase
 from .erase_plan import (ErasePlan, OrphanRow, Preview, Timeouts, make_erase_plan, plan_check, predict_orphans,
                          take_preview)
 from .erase_proof import EraseProof, prove
@@ -132,6 +132,10 @@ def preview_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str
     outcome = EraseOutcome(user_id, plan_check(conn, params), hide_key=bool(params.erase["hash_keys"]))
     found = checked_preview(conn, params, user_id)
     outcome.plan = make_erase_plan(found, params)
+    if not history.exists(conn, params.history_schema):
+        outcome.plan.notes.append(f"the run history {params.history_schema}.{history.TABLE} does not exist yet: "
+                                  "the erasure creates it (CREATE SCHEMA/TABLE IF NOT EXISTS) before its "
+                                  "first batch, to record this erasure")
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         outcome.predicted_orphans = predict_orphans(conn, found, list(params.erase["orphan_columns"]))
@@ -147,15 +151,18 @@ def carry_out(conn: psycopg.Connection[Any], params: Parameters, outcome: EraseO
     if outcome.blocked or outcome.plan is None:
         return outcome
     started = time.time()
-    outcome.erasure = erase(conn, outcome.plan, params, after_batch=after_batch, progress=progress)
+    folder = Path(run_dir) if run_dir is not None else receipt.new_folder(evidence_dir)
+    keyed = receipt.KeyedPlan(outcome.plan, params)
+    record = HistoryRecord(params.history_schema, folder.name, *keyed.hashes)
+    outcome.erasure = erase(conn, outcome.plan, params, after_batch=after_batch, progress=progress, record=record)
     outcome.proof = prove(conn, outcome.erasure)
     server = catalog.server_identity(conn)
     if run_dir is not None:
-        receipt.write(Path(run_dir), outcome.erasure, outcome.proof, params, server, started)
-        outcome.evidence = Path(run_dir)
+        receipt.write(folder, outcome.erasure, outcome.proof, params, server, started, keyed)
     else:
-        outcome.evidence = receipt.write_sealed(evidence_dir, outcome.erasure, outcome.proof, params, server,
-                                                started)
+        manifest = receipt.write_sealed(folder, outcome.erasure, outcome.proof, params, server, started, keyed)
+        history.record_manifest(conn, params.history_schema, folder.name, str(manifest["manifest_sha256"]))
+    outcome.evidence = folder
     return outcome
 
 

@@ -6,10 +6,18 @@ foreign keys it changed, in ``<history_schema>.history``. A rollback reads a run
 is trusted only when its files hash to what the database recorded (``vouch.py``), so an edited
 snapshot cannot make a rollback set rules nobody planned. Resume trusts only journals of runs listed
 here.
+
+An erasure (``runbook erase --confirm``) is recorded too, as kind ``erase`` with status ``erased``, by
+the same transaction that deletes the user, so the row exists exactly when the erasure committed. Its
+``plan_sha256`` and ``snapshot_sha256`` are those of the receipt's per-table counts and per-table key
+digests (``receipt_hashes``), and ``manifest_sha256`` that of the sealed evidence folder; the
+row holds no key and no column value of the user. Only applies are ever rolled back.
 """
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +58,16 @@ def folder_hashes(run_dir: Path) -> dict[str, str | None]:
     return {name: sha256_file(run_dir / name) if (run_dir / name).is_file() else None for name in HASHED}
 
 
+def _json_sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def receipt_hashes(receipt: Any) -> tuple[str, str]:
+    """What the history records of an erasure receipt (``receipt.json``'s content): the sha256 of its
+    per-table counts and of its per-table key digests, neither of which holds a value of the user."""
+    return _json_sha256(receipt["tables"]), _json_sha256(receipt["deleted_keys"]["tables"])
+
+
 def operator() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -63,9 +81,10 @@ class Entry:
     snapshot_sha256: str
     changed: tuple[str, ...]
     parent_table: str
+    manifest_sha256: str | None = None
 
 
-def _table_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
     row = conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
                        [schema, TABLE]).fetchone()
     return bool(row and row[0])
@@ -85,6 +104,15 @@ def record_start(conn: psycopg.Connection[Any], schema: str, *, run_id: str, kin
          source_run])
 
 
+def record_erasure(conn: psycopg.Connection[Any], schema: str, *, run_id: str, parent: str,
+                   plan_sha256: str, snapshot_sha256: str) -> None:
+    """Inside the erasure's final transaction: the row commits with the erasure or not at all."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (run_id, kind, status, finished, operator, parent_table, plan_sha256, snapshot_sha256) "
+        "VALUES (%s, 'erase', 'erased', now(), %s, %s, %s, %s)").format(sql.Identifier(schema, TABLE)),
+        [run_id, operator(), parent, plan_sha256, snapshot_sha256])
+
+
 def record_end(conn: psycopg.Connection[Any], schema: str, run_id: str, *, status: str,
                changed: Sequence[str]) -> None:
     conn.execute(sql.SQL("UPDATE {} SET status = %s, changed = %s, finished = now() WHERE run_id = %s").format(
@@ -92,26 +120,26 @@ def record_end(conn: psycopg.Connection[Any], schema: str, run_id: str, *, statu
 
 
 def record_manifest(conn: psycopg.Connection[Any], schema: str, run_id: str, manifest_sha256: str) -> None:
-    if _table_exists(conn, schema):
+    if exists(conn, schema):
         conn.execute(sql.SQL("UPDATE {} SET manifest_sha256 = %s WHERE run_id = %s").format(
             sql.Identifier(schema, TABLE)), [manifest_sha256, run_id])
 
 
 def find(conn: psycopg.Connection[Any], schema: str, run_id: str) -> Entry | None:
-    if not _table_exists(conn, schema):
+    if not exists(conn, schema):
         return None
     row = conn.execute(sql.SQL(
-        "SELECT run_id, kind, status, plan_sha256, snapshot_sha256, changed, parent_table FROM {} "
+        "SELECT run_id, kind, status, plan_sha256, snapshot_sha256, changed, parent_table, manifest_sha256 FROM {} "
         "WHERE run_id = %s").format(sql.Identifier(schema, TABLE)), [run_id]).fetchone()
     if row is None:
         return None
     return Entry(run_id=row[0], kind=row[1], status=row[2], plan_sha256=row[3], snapshot_sha256=row[4],
-                 changed=tuple(row[5] or ()), parent_table=row[6])
+                 changed=tuple(row[5] or ()), parent_table=row[6], manifest_sha256=row[7])
 
 
 def known_runs(conn: psycopg.Connection[Any], schema: str) -> set[str]:
     """The ids of every apply the history records (none when there is no history yet)."""
-    if not _table_exists(conn, schema):
+    if not exists(conn, schema):
         return set()
     rows = conn.execute(sql.SQL("SELECT run_id FROM {} WHERE kind = 'apply'").format(
         sql.Identifier(schema, TABLE))).fetchall()

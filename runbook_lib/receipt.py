@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import history
 from .erase import Erasure, expected_counts
 from .erase_plan import ErasePlan, OrphanRow
 from .erase_proof import EraseProof
@@ -110,10 +111,32 @@ def deleted_keys_gz(key_hashes: Mapping[str, Sequence[str]]) -> bytes:
     return gzip.compress(buf.getvalue().encode(), mtime=0)
 
 
+def table_counts(plan: ErasePlan) -> list[dict[str, Any]]:
+    """Rows removed and detached per table, as the preview counted them: the receipt's ``tables``."""
+    want_del, want_upd = expected_counts(plan.preview)
+    return [{"table": t, "deleted": want_del.get(t, 0), "detached": want_upd.get(t, 0)}
+            for t in sorted(set(want_del) | set(want_upd))]
+
+
+def key_digests(key_hashes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, Any]]:
+    """Per table, the rows deleted and one SHA-256 over their key hashes: the receipt's ``deleted_keys.tables``."""
+    return {t: {"rows": len(h), "sha256": keys_digest(h)} for t, h in key_hashes.items()}
+
+
+class KeyedPlan:
+    """An erasure plan with its key hasher chosen before the erasure, so that the hashes the run
+    history records in the erasure's own transaction are those the receipt then carries."""
+
+    def __init__(self, plan: ErasePlan, params: Parameters) -> None:
+        self.hasher = KeyHasher(bool(params.erase["hash_keys"]))
+        self.key_hashes = _table_keys(plan, self.hasher)
+        self.hashes = history.receipt_hashes({"tables": table_counts(plan),
+                                      "deleted_keys": {"tables": key_digests(self.key_hashes)}})
+
+
 def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server: Mapping[str, Any],
                  started: float, hasher: KeyHasher, key_hashes: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     preview = erasure.plan.preview
-    want_del, want_upd = expected_counts(preview)
     parent = qualname(preview.parent)
     user_hash = hasher(parent, tuple(preview.user_key.values()))
     return {
@@ -129,15 +152,14 @@ def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server
         "ok": proof.ok,
         "proof": proof.to_dict(),
         "batch_rows": erasure.plan.batch_rows,
-        "tables": [{"table": t, "deleted": want_del.get(t, 0), "detached": want_upd.get(t, 0)}
-                   for t in sorted(set(want_del) | set(want_upd))],
+        "tables": table_counts(erasure.plan),
         "transactions": [t.to_dict() for t in erasure.transactions],
         "longest_transaction_seconds": erasure.longest,
         "total_seconds": erasure.seconds,
         "orphans": {"mode": params.erase["orphans"], "rows": len(erasure.orphans),
                     "deleted": erasure.orphans_deleted},
         "deleted_keys": {"file": DELETED_KEYS, "hashing": hasher.salt_note,
-                         "tables": {t: {"rows": len(h), "sha256": keys_digest(h)} for t, h in key_hashes.items()}},
+                         "tables": key_digests(key_hashes)},
     }
 
 
@@ -184,11 +206,10 @@ def _html(data: Mapping[str, Any]) -> str:
 
 
 def write(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters, server: Mapping[str, Any],
-          started: float) -> dict[str, Any]:
+          started: float, keyed: KeyedPlan | None = None) -> dict[str, Any]:
     """receipt.json, receipt.md, receipt.html, orphans.csv and deleted_keys.csv.gz into ``folder`` (0600)."""
-    hasher = KeyHasher(bool(params.erase["hash_keys"]))
-    key_hashes = _table_keys(erasure.plan, hasher)
-    data = receipt_data(erasure, proof, params, server, started, hasher, key_hashes)
+    keyed = keyed or KeyedPlan(erasure.plan, params)
+    data = receipt_data(erasure, proof, params, server, started, keyed.hasher, keyed.key_hashes)
     action = "deleted" if erasure.orphans_deleted else "reported"
     _private_write(folder / "receipt.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     _private_write(folder / "receipt.md", _markdown(data))
@@ -196,16 +217,14 @@ def write(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters,
     _private_write(folder / "orphans.csv", orphans_csv(erasure.orphans, action))
     fd = os.open(folder / DELETED_KEYS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(deleted_keys_gz(key_hashes))
+        out.write(deleted_keys_gz(keyed.key_hashes))
     return data
 
 
-def write_sealed(evidence_dir: str | os.PathLike[str], erasure: Erasure, proof: EraseProof, params: Parameters,
-                 server: Mapping[str, Any], started: float) -> Path:
-    """A new folder of its own holding the receipt's files and their manifest (an erasure run outside
+def write_sealed(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters,
+                 server: Mapping[str, Any], started: float, keyed: KeyedPlan | None = None) -> dict[str, Any]:
+    """The receipt's files and their manifest in ``folder`` (from ``new_folder``: an erasure run outside
     the notebook; ``runbook erase`` writes the receipt into the notebook's run folder instead)."""
-    folder = new_folder(evidence_dir)
-    data = write(folder, erasure, proof, params, server, started)
-    write_manifest(folder, {"kind": "erasure", "run_id": folder.name, "ok": proof.ok,
-                            "started": data["started"], "finished": data["finished"], "server": dict(server)})
-    return folder
+    data = write(folder, erasure, proof, params, server, started, keyed)
+    return write_manifest(folder, {"kind": "erasure", "run_id": folder.name, "ok": proof.ok,
+                                   "started": data["started"], "finished": data["finished"], "server": dict(server)})

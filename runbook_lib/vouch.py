@@ -57,8 +57,27 @@ def signed(run_dir: Path) -> bool | None:
     return hmac.compare_digest(expected, str(manifest.get("manifest_hmac", "")))
 
 
+def _erasure_vouched(entry: history.Entry, schema: str, run_dir: Path) -> tuple[bool, str]:
+    """An erasure's folder: its sealed manifest and its receipt hash to what its transaction recorded."""
+    where = f"{schema}.{history.TABLE}"
+    manifest, data = _load(run_dir, MANIFEST), _load(run_dir, "receipt.json")
+    if entry.manifest_sha256 is None:
+        return False, f"the erasure {run_dir.name} is recorded in {where} without its manifest's sha256"
+    if not isinstance(manifest, dict) or hashlib.sha256(canonical(manifest)).hexdigest() != entry.manifest_sha256:
+        return False, f"{MANIFEST} of erasure {run_dir.name} differs from the sha256 recorded in {where}"
+    try:
+        hashes = history.receipt_hashes(data)
+    except (TypeError, KeyError):
+        hashes = ("", "")
+    if hashes != (entry.plan_sha256, entry.snapshot_sha256):
+        return False, f"receipt.json of erasure {run_dir.name} differs from the sha256 recorded in {where}"
+    return True, f"recorded in {where}, status {entry.status}"
+
+
 def vouched(conn: psycopg.Connection[Any], schema: str, run_dir: Path) -> tuple[bool, str]:
     entry = history.find(conn, schema, run_dir.name)
+    if entry is not None and entry.kind == "erase":
+        return _erasure_vouched(entry, schema, run_dir)
     if entry is None or entry.kind != "apply":
         return False, f"no apply of run {run_dir.name} is recorded in {schema}.{history.TABLE}"
     hashes = history.folder_hashes(run_dir)
@@ -77,6 +96,11 @@ def assess(run_dir: Path, conn: psycopg.Connection[Any] | None, schema: str) -> 
 
 def require_trusted(run_dir: Path, conn: psycopg.Connection[Any], schema: str) -> Trust:
     """Refuse, in one line, a folder that neither the key nor the database vouches for."""
+    entry = history.find(conn, schema, run_dir.name)
+    manifest = _load(run_dir, MANIFEST)
+    kind = str(manifest.get("kind")) if isinstance(manifest, dict) else ""
+    if (entry is not None and entry.kind == "erase") or kind.startswith("erase"):
+        raise EvidenceError(f"rollback refused: {run_dir.name} is an erasure; only an apply is rolled back")
     trust = assess(run_dir, conn, schema)
     if not trust.trusted:
         raise EvidenceError(f"rollback refused: {trust.detail}, and the folder carries no valid {KEY_ENV} "

@@ -1,0 +1,96 @@
+"""An erasure is recorded in the database's run history by its own final transaction, so the database
+vouches for its receipt; a preview records nothing, an edited receipt is not vouched for, and an
+erasure folder is never rolled back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from runbook_lib import history, vouch
+from runbook_lib.erase_run import carry_out, preview_user
+from tests.test_erase import db  # noqa: F401 - the same fixture: the seeded social schema
+from tests.test_erase import HEAVY, keys, params
+from tests.test_erase_evidence import params_file, runbook
+from tests.test_vouch import reseal
+
+VOUCHED = "vouched by the database's run history: yes"
+NOT_VOUCHED = "vouched by the database's run history: no"
+
+
+def history_table(conn: psycopg.Connection[Any]) -> bool:
+    return history.exists(conn, "cascade_runbook")
+
+
+def erase_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM cascade_runbook.history WHERE kind = 'erase'").fetchall()
+
+
+def light(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("DELETE FROM events WHERE user_id = %(u)s", {"u": int(HEAVY)})  # a quick run
+
+
+def test_an_erasure_is_recorded_and_vouched_for_and_an_edited_receipt_is_not(
+        db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn, conn = db
+    light(conn)
+    path, ev = params_file(tmp_path, hash_keys=True), tmp_path / "ev"
+    assert not history_table(conn)  # the keys cascade already: no apply ever created the history
+    dry = runbook("erase", "--params", str(path), "--user-id", HEAVY, "--evidence-dir", str(ev), dsn=dsn, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "cascade_runbook.history does not exist yet: the erasure creates it" in dry.stdout.replace("\n      ", " ")
+    assert not history_table(conn)  # a preview records nothing, and creates nothing
+    done = runbook("erase", "--params", str(path), "--user-id", HEAVY, "--confirm", "--evidence-dir", str(ev),
+                   dsn=dsn, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [folder] = [p for p in ev.iterdir() if p.name.endswith("-erase")]
+    [row] = conn.execute("SELECT run_id, kind, status, parent_table, plan_sha256, snapshot_sha256, manifest_sha256, "
+                         "finished IS NOT NULL FROM cascade_runbook.history").fetchall()
+    receipt = json.loads((folder / "receipt.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert row[:4] == (folder.name, "erase", "erased", "public.users") and row[7]
+    assert (row[4], row[5]) == history.receipt_hashes(receipt) and row[6] == manifest["manifest_sha256"]
+    # Neither the key nor its hash: the row ties to the receipt only by counts and key digests.
+    whole = json.dumps([str(v) for v in erase_rows(conn)[0]])
+    assert HEAVY not in whole and receipt["user"]["key_sha256"] not in whole
+    checked = runbook("verify-evidence", str(folder), dsn=dsn, cwd=tmp_path)
+    assert checked.returncode == 0 and VOUCHED in checked.stdout, checked.stdout + checked.stderr
+
+    refused = runbook("rollback", str(folder), dsn=dsn, cwd=tmp_path)
+    assert refused.returncode == 2 and "is an erasure; only an apply is rolled back" in refused.stderr, refused.stderr
+
+    # The editor without the database: fewer rows claimed, the manifest resealed so that it verifies.
+    receipt["tables"][0]["deleted"] += 1
+    (folder / "receipt.json").write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+    reseal(folder, None, monkeypatch)
+    edited = runbook("verify-evidence", str(folder), dsn=dsn, cwd=tmp_path)
+    assert edited.returncode == 0 and "evidence verifies" in edited.stdout, edited.stderr
+    assert f"{NOT_VOUCHED} (manifest.json of erasure {folder.name} differs from the sha256 recorded in " \
+           "cascade_runbook.history)" in edited.stdout, edited.stdout
+
+
+def test_only_a_committed_erasure_is_recorded_and_a_sealed_receipt_is_vouched_for(
+        db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn, conn = db
+    light(conn)
+    for statement in history.create_statements("cascade_runbook"):
+        conn.execute(statement)
+    stale = preview_user(conn, params(), "7")
+    conn.execute("INSERT INTO events (user_id, kind, detail) VALUES (7, 'view', 'after the preview')")
+    failed = carry_out(conn, params(), stale, evidence_dir=tmp_path / "ev")
+    assert failed.erasure is not None and failed.erasure.failure and "does not match the preview" in \
+        failed.erasure.failure
+    assert erase_rows(conn) == []  # the final transaction rolled back, and its history row with it
+    assert vouch.vouched(conn, "cascade_runbook", failed.evidence or tmp_path)[0] is False
+
+    before = keys(conn)
+    done = carry_out(conn, params(), preview_user(conn, params(), "7"), evidence_dir=tmp_path / "ev")
+    assert done.ok and done.evidence is not None and keys(conn) != before
+    ok, detail = vouch.vouched(conn, "cascade_runbook", done.evidence)
+    assert ok and detail == "recorded in cascade_runbook.history, status erased"
+    (done.evidence / "receipt.md").write_text("# Erasure receipt\n\nNothing happened.\n")
+    reseal(done.evidence, None, monkeypatch)
+    assert vouch.vouched(conn, "cascade_runbook", done.evidence)[0] is False

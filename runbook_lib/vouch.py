@@ -3,7 +3,8 @@
 A manifest's own sha256 proves nothing against someone who edits a file and recomputes it. Two things
 do: an HMAC under ``RUNBOOK_EVIDENCE_KEY`` (which the editor does not hold), and the run history in
 the database (``history.py``), which recorded the sha256 of the files a rollback reads when the run
-changed the database. ``require_trusted`` refuses a folder that has neither.
+changed the database, or, for an erasure, the sha256 of its sealed manifest and of its receipt's
+counts and key digests. ``require_trusted`` refuses a folder that has neither, and every erasure folder.
 """
 from __future__ import annotations
 

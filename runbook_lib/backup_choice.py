@@ -16,9 +16,10 @@ from . import backup as backup_mod
 from . import restore_point as restore_point_mod
 from .errors import RunbookError
 
-# Table bytes (heap + TOAST) a full custom-format dump gets through per second: 17.3 to 17.5 MB/s
-# with bench/backup_modes.py at 1M and 10M rows on this project's 2-core test machine (PostgreSQL 15,
-# shared); real servers differ, hence "about".
+# Table bytes (heap + TOAST) a full custom-format dump gets through per second, by bench/backup_modes.py
+# on this project's 2-core test machine (PostgreSQL 15): 17.3 to 17.5 MB/s while other work shared the
+# cores, 113 MB/s on the quiet machine. The busy figure is kept: a production server dumps while it
+# serves, and the estimate is "about" either way.
 FULL_DUMP_BYTES_PER_SECOND = 17_000_000
 # The compressed dump against its bound (the table bytes): 0.07 to 0.11 measured by the same bench; a
 # dump that would exceed the free room even at this larger share is sure not to fit.

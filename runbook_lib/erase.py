@@ -361,7 +361,9 @@ def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
     erasure.started_at = time.time()
     started = time.perf_counter()
     try:
-        if record is not None:
+        # Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the database, which a
+        # role that may only delete rows does not have.
+        if record is not None and not history.exists(conn, record.schema):
             for statement in history.create_statements(record.schema):
                 conn.execute(statement)
         run_batches(conn, erasure, params, after_batch, progress)

@@ -98,7 +98,8 @@ class ErasePlan:
 
     @property
     def blockers(self) -> list[str]:
-        """Why the erasure may not proceed: the preview's certain blockers and refused tables."""
+        """Why the erasure may not proceed: the preview's certain blockers, refused tables (and a run
+        history this role cannot write)."""
         return [b.text for b in self.preview.certain_blockers] + self.refused
 
 

@@ -132,7 +132,11 @@ def preview_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str
     outcome = EraseOutcome(user_id, plan_check(conn, params), hide_key=bool(params.erase["hash_keys"]))
     found = checked_preview(conn, params, user_id)
     outcome.plan = make_erase_plan(found, params)
-    if not history.exists(conn, params.history_schema):
+    problem = history.cannot_record(conn, params.history_schema)
+    if problem:
+        # Found now, not in the final transaction after every batch has committed.
+        outcome.plan.refused.append(f"the erasure could not be recorded in the run history: {problem}")
+    elif not history.exists(conn, params.history_schema):
         outcome.plan.notes.append(f"the run history {params.history_schema}.{history.TABLE} does not exist yet: "
                                   "the erasure creates it (CREATE SCHEMA/TABLE IF NOT EXISTS) before its "
                                   "first batch, to record this erasure")

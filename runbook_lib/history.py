@@ -90,6 +90,22 @@ def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
     return bool(row and row[0])
 
 
+def cannot_record(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """Why this role could not record a run in the history (None: it can), asked before anything changes."""
+    if exists(conn, schema):
+        row = conn.execute("SELECT has_table_privilege(format('%%I.%%I', %s::text, %s::text), 'INSERT')",
+                           [schema, TABLE]).fetchone()
+        return None if row and row[0] else f"{current_role(conn)} may not INSERT into {schema}.{TABLE}"
+    row = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()
+    return None if row and row[0] else (f"{schema}.{TABLE} does not exist and {current_role(conn)} may not "
+                                        "create it (no CREATE on the database)")
+
+
+def current_role(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT current_user::text").fetchone()
+    return f"role {row[0] if row else '?'}"
+
+
 def record_start(conn: psycopg.Connection[Any], schema: str, *, run_id: str, kind: str, parent: str,
                  hashes: dict[str, str | None], source_run: str | None = None) -> None:
     """Record a run before it changes anything (so that a run killed half-way is still known)."""

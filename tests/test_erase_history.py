@@ -4,11 +4,14 @@ erasure folder is never rolled back."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from runbook_lib import history, vouch
 from runbook_lib.erase_run import carry_out, preview_user
@@ -94,3 +97,28 @@ def test_only_a_committed_erasure_is_recorded_and_a_sealed_receipt_is_vouched_fo
     (done.evidence / "receipt.md").write_text("# Erasure receipt\n\nNothing happened.\n")
     reseal(done.evidence, None, monkeypatch)
     assert vouch.vouched(conn, "cascade_runbook", done.evidence)[0] is False
+
+
+def test_a_role_that_cannot_write_the_history_is_refused_before_anything_is_deleted(db: Any) -> None:
+    dsn, conn = db
+    light(conn)
+    for statement in history.create_statements("cascade_runbook"):
+        conn.execute(statement)
+    role = f"rb_eraser_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        # What an application's own role often has: its tables, not the runbook's history.
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}")
+                     .format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cascade_runbook TO {}").format(sql.Identifier(role)))
+        before = keys(conn)
+        with psycopg.connect(make_conninfo(dsn, user=role), autocommit=True) as eraser:
+            outcome = preview_user(eraser, params(), "7")
+            assert outcome.blocked == [f"the erasure could not be recorded in the run history: role {role} "
+                                       "may not INSERT into cascade_runbook.history"]
+            refused = carry_out(eraser, params(), outcome)
+        assert refused.erasure is None and not refused.ok
+        assert keys(conn) == before and erase_rows(conn) == []
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

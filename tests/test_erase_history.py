@@ -99,26 +99,34 @@ def test_only_a_committed_erasure_is_recorded_and_a_sealed_receipt_is_vouched_fo
     assert vouch.vouched(conn, "cascade_runbook", done.evidence)[0] is False
 
 
-def test_a_role_that_cannot_write_the_history_is_refused_before_anything_is_deleted(db: Any) -> None:
+@pytest.mark.parametrize("history_exists", [True, False])
+def test_a_role_that_cannot_write_the_history_is_refused_before_anything_is_deleted(
+        db: Any, history_exists: bool) -> None:
     dsn, conn = db
     light(conn)
-    for statement in history.create_statements("cascade_runbook"):
-        conn.execute(statement)
+    if history_exists:
+        for statement in history.create_statements("cascade_runbook"):
+            conn.execute(statement)
     role = f"rb_eraser_{uuid.uuid4().hex[:8]}"
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
-        # What an application's own role often has: its tables, not the runbook's history.
+        # What an application's own role often has: its tables, not the runbook's history, and no
+        # CREATE on the database (PUBLIC does not get it).
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}")
                      .format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cascade_runbook TO {}").format(sql.Identifier(role)))
+        if history_exists:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cascade_runbook TO {}").format(sql.Identifier(role)))
+        problem = (f"role {role} may not INSERT into cascade_runbook.history" if history_exists else
+                   f"cascade_runbook.history does not exist and role {role} may not create it "
+                   "(no CREATE on the database)")
         before = keys(conn)
         with psycopg.connect(make_conninfo(dsn, user=role), autocommit=True) as eraser:
             outcome = preview_user(eraser, params(), "7")
-            assert outcome.blocked == [f"the erasure could not be recorded in the run history: role {role} "
-                                       "may not INSERT into cascade_runbook.history"]
+            assert outcome.blocked == [f"the erasure could not be recorded in the run history: {problem}"]
             refused = carry_out(eraser, params(), outcome)
         assert refused.erasure is None and not refused.ok
-        assert keys(conn) == before and erase_rows(conn) == []
+        assert keys(conn) == before
+        assert (erase_rows(conn) == []) if history_exists else not history_table(conn)
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -71,8 +71,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"server tested: PostgreSQL {_TESTED['version']} ({where})")
 
 
-def create_database(server_dsn: str, schema_sql: str | None = None) -> str:
-    name = f"rb_{uuid.uuid4().hex[:12]}"
+def create_database(server_dsn: str, schema_sql: str | None = None, *, name: str | None = None) -> str:
+    """A new database (named ``name``, else a unique ``rb_`` name) holding ``schema_sql``; its DSN."""
+    name = name or f"rb_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     dsn = make_conninfo(server_dsn, dbname=name)

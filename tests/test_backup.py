@@ -14,8 +14,6 @@ from typing import Any, Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from runbook_lib import backup, backup_choice, embedded, restore_point, steps
 from runbook_lib.context import RunContext
@@ -151,12 +149,8 @@ def test_the_dump_file_is_private_while_pg_dump_is_still_writing_it(
 def test_a_database_named_to_climb_out_writes_its_dump_inside_the_backup_folder(
         server_dsn: str, tmp_path: Path) -> None:
     name = f"rb_{uuid.uuid4().hex[:6]}/../../../../../escape"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server_dsn, dbname=name)
+    dsn = create_database(server_dsn, SCHEMA, name=name)
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(SCHEMA)  # type: ignore[call-overload]
         run_dir = tmp_path / "a" / "b" / "c" / "run1"
         record = steps.backup(make_ctx(dsn, run_dir))
     finally:

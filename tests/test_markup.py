@@ -6,14 +6,11 @@ import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 
-import psycopg
 import pytest
 from nbconvert.filters import markdown2html
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from runbook_lib.markup import html_text, md_bold, safe_name
-from tests.conftest import drop_database, sql_file
+from tests.conftest import create_database, drop_database, sql_file
 from tests.test_cli import runbook
 
 PAYLOADS = ["t<img src=x onerror=alert(1)>", "<script>alert(1)</script>", "a **b** [l](javascript:alert(1))",
@@ -92,12 +89,8 @@ def test_html_text_and_safe_name() -> None:
 def test_no_page_of_a_run_carries_live_markup_from_the_database(server_dsn: str, tmp_path: Path) -> None:
     # Unique: two runs of the suite may share one server.
     name = f"d<img src=x onerror=alert(11)>{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server_dsn, dbname=name)
+    dsn = create_database(server_dsn, sql_file("markup_payloads.sql"), name=name)
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql_file("markup_payloads.sql"))  # type: ignore[call-overload]
         params = tmp_path / "params.yaml"
         params.write_text(json.dumps({
             "parent_table": "users", "dry_run": False,

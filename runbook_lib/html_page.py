@@ -11,6 +11,7 @@ code cells can be left out for readers who want only the results (the ``.ipynb``
 """
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,28 @@ _EXTERNAL_TAG = re.compile(
     re.IGNORECASE)
 # pandas puts a <style scoped> block before each DataFrame: the page's own rules below replace it.
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style>", re.IGNORECASE | re.DOTALL)
+# Markdown is sanitized before it becomes HTML, so a link written in Markdown ("[x](javascript:...)")
+# only turns into an <a href> afterwards: every link and source of the rendered page is checked again.
+_LINK_ATTRIBUTE = re.compile(r"""\b(href|src)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.IGNORECASE)
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):")
+_SAFE_SCHEMES = ("http", "https", "mailto")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
+
+
+def _safe_link(match: re.Match[str]) -> str:
+    value = match.group(2).strip("\"'")
+    plain = _CONTROL.sub("", html.unescape(value)).lower()
+    scheme = _SCHEME.match(plain)
+    if scheme is None or scheme.group(1) in _SAFE_SCHEMES or plain.startswith("data:image/"):
+        return match.group(0)
+    return f'{match.group(1)}="#"'
+
+
+def safe_links(page: str) -> str:
+    """``page`` with every href/src whose scheme is not http(s), mailto or an inline image made "#"."""
+    return _LINK_ATTRIBUTE.sub(_safe_link, page)
+
+
 TAGS = ("a", "abbr", "b", "blockquote", "br", "caption", "code", "del", "div", "em", "h1", "h2", "h3", "h4",
         "h5", "h6", "hr", "i", "li", "ol", "p", "pre", "span", "strong", "sub", "sup", "table", "tbody", "td",
         "tfoot", "th", "thead", "tr", "ul")
@@ -54,6 +77,6 @@ def render(notebook: Path, *, hide_code: bool = False) -> Path:
     exporter.register_preprocessor(_sanitizer(), enabled=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
-    body = _EXTERNAL_TAG.sub("", body).replace("</head>", FIT_CSS + "</head>", 1)
+    body = safe_links(_EXTERNAL_TAG.sub("", body)).replace("</head>", FIT_CSS + "</head>", 1)
     target.write_text(body, encoding="utf-8")
     return target

@@ -14,11 +14,9 @@ import getpass
 import gzip
 import hashlib
 import hmac
-import html
 import io
 import json
 import os
-import re
 import secrets
 import time
 from pathlib import Path
@@ -29,16 +27,11 @@ from .erase import Erasure, expected_counts
 from .erase_plan import ErasePlan, OrphanRow
 from .erase_proof import EraseProof
 from .evidence import new_run_id, write_manifest
+from .markup import html_text, md_text
 from .model import qualname
 from .params import Parameters
 
 SALT_ENV = "RUNBOOK_ERASE_SALT"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-
-
-def md_escape(text: object) -> str:
-    """Text that Markdown shows literally: its markup characters escaped, HTML's special characters too."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True)).replace("\n", " ")
 
 
 class KeyHasher:
@@ -165,32 +158,32 @@ def receipt_data(erasure: Erasure, proof: EraseProof, params: Parameters, server
 
 def _markdown(data: Mapping[str, Any]) -> str:
     user = data["user"]
-    who = (", ".join(f"{md_escape(k)} = {md_escape(v)}" for k, v in user["key"].items()) if user["key"]
-           else f"key hash {md_escape(user['key_sha256'])}")
+    who = (", ".join(f"{md_text(k)} = {md_text(v)}" for k, v in user["key"].items()) if user["key"]
+           else f"key hash {md_text(user['key_sha256'])}")
     lines = [
         "# Erasure receipt", "",
         f"- **Result:** {'erased, proof passed' if data['ok'] else 'NOT COMPLETE, proof failed'}",
-        f"- **Account:** {md_escape(data['parent'])} ({who})",
-        f"- **When:** {md_escape(data['started'])} to {md_escape(data['finished'])} (UTC)",
-        f"- **By:** {md_escape(data['operator'])}",
-        f"- **Database:** {md_escape(data['database'].get('database'))} (system identifier "
-        f"{md_escape(data['database'].get('system_identifier'))}, PostgreSQL "
-        f"{md_escape(data['database'].get('server_version'))})",
+        f"- **Account:** {md_text(data['parent'])} ({who})",
+        f"- **When:** {md_text(data['started'])} to {md_text(data['finished'])} (UTC)",
+        f"- **By:** {md_text(data['operator'])}",
+        f"- **Database:** {md_text(data['database'].get('database'))} (system identifier "
+        f"{md_text(data['database'].get('system_identifier'))}, PostgreSQL "
+        f"{md_text(data['database'].get('server_version'))})",
         f"- **Transactions:** {len(data['transactions'])}, the longest "
-        f"{md_escape(data['longest_transaction_seconds'])} s",
-        f"- **Orphans:** {md_escape(data['orphans']['rows'])} row(s), "
+        f"{md_text(data['longest_transaction_seconds'])} s",
+        f"- **Orphans:** {md_text(data['orphans']['rows'])} row(s), "
         f"{'deleted' if data['orphans']['deleted'] else 'listed in orphans.csv'}",
-        f"- **Proof:** {md_escape(data['proof']['message'])}", "",
+        f"- **Proof:** {md_text(data['proof']['message'])}", "",
         "| table | rows removed | rows detached |", "|---|---:|---:|",
     ]
-    lines += [f"| {md_escape(t['table'])} | {t['deleted']} | {t['detached']} |" for t in data["tables"]]
+    lines += [f"| {md_text(t['table'])} | {t['deleted']} | {t['detached']} |" for t in data["tables"]]
     lines += ["", f"Deleted rows appear only as SHA-256 hashes of their keys, in {DELETED_KEYS} "
-              f"({md_escape(user['hashing'])}).", ""]
+              f"({md_text(user['hashing'])}).", ""]
     return "\n".join(lines)
 
 
 def _html(data: Mapping[str, Any]) -> str:
-    e = html.escape
+    e = html_text
     rows = "".join(f"<tr><td>{e(str(t['table']))}</td><td>{t['deleted']}</td><td>{t['detached']}</td></tr>"
                    for t in data["tables"])
     user = data["user"]

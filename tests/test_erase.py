@@ -210,9 +210,12 @@ def test_read_ids_needs_at_least_one(tmp_path: Path) -> None:
 
 
 def test_markdown_escaping_and_key_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runbook_lib.receipt import SALT_ENV, KeyHasher, md_escape
+    from runbook_lib import markup, receipt
+    from runbook_lib.receipt import SALT_ENV, KeyHasher
 
-    assert md_escape("a_b*c <img src=x>|[l](u)") == r"a\_b\*c &lt;img src=x&gt;\|\[l\]\(u\)"
+    # The receipt escapes with the project's one Markdown escape (which also escapes "=").
+    assert receipt.md_text is markup.md_text
+    assert receipt.md_text("a_b*c <img src=x>|[l](u)") == r"a\_b\*c &lt;img src\=x&gt;\|\[l\]\(u\)"
     plain = KeyHasher(False)
     assert plain("public.users", ("42",)) == KeyHasher(False)("public.users", ("42",))
     monkeypatch.delenv(SALT_ENV, raising=False)

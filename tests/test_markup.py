@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -42,6 +43,17 @@ class LiveMarkup(HTMLParser):
         # The page template's own scripts are fine; one that carries a payload is not.
         if self._in_script and "alert(" in data:
             self.found.append(f"<script>{data[:60]}")
+
+
+class LinkValues(HTMLParser):
+    """Every href and src of a page, as the browser reads them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.values: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.values += [re.sub(r"[\x00-\x20\x7f]+", "", v or "") for k, v in attrs if k in ("href", "src")]
 
 
 def live_markup(html: str) -> list[str]:
@@ -121,3 +133,30 @@ def test_no_page_of_a_run_carries_live_markup_from_the_database(server_dsn: str,
         drop_database(server_dsn, dsn)
 
 
+
+
+def test_a_page_keeps_no_link_that_runs_code_even_when_written_in_markdown(tmp_path: Path) -> None:
+    """Markdown is sanitized before it becomes HTML: its links are checked again on the rendered page."""
+    import nbformat
+
+    from runbook_lib import html_page
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("[a](javascript:alert(1)) [b](JaVa%0aScript:alert(2)) [c](java\tscript:alert(3))"
+                                      " [d](https://example.org/x) [e](03_plan.html#Decisions)"),
+        nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "[f](vbscript:msgbox(4)) [g](javascript&colon;alert(5))",
+                                  "text/html": '<a href="jAvAsCrIpT:alert(6)">h</a>'})]),
+    ]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    page = html_page.render(path).read_text(encoding="utf-8")
+    assert live_markup(page) == []
+    links = LinkValues()
+    links.feed(page)
+    # Every link of the page, read as a browser does (entities decoded, controls dropped), is harmless.
+    assert [v for v in links.values if re.match(r"(?i)[a-z][a-z0-9+.-]*:", v)
+            and not re.match(r"(?i)(https?|mailto):|data:image/", v)] == []
+    assert {"https://example.org/x", "03_plan.html#Decisions"} <= set(links.values)
+    assert html_page.safe_links('<a href=" java&#x09;script:x">') == '<a href="#">'

@@ -146,12 +146,25 @@ def preview_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str
     return outcome
 
 
+def folder_taken(conn: psycopg.Connection[Any], params: Parameters, folder: Path) -> str | None:
+    """Why ``folder`` cannot take this erasure's receipt: one erasure per folder, and the history knows
+    each run by its folder's name (a folder opened by hand may already hold an apply or an erasure)."""
+    if (folder / receipt.RECEIPT).exists() or history.find(conn, params.history_schema, folder.name) is not None:
+        return (f"run folder {folder.name} already holds a run recorded in the history or an erasure's receipt: "
+                "erase in a new run folder (set run_dir; `runbook erase` makes one per user)")
+    return None
+
+
 def carry_out(conn: psycopg.Connection[Any], params: Parameters, outcome: EraseOutcome, *,
               run_dir: str | Path | None = None, evidence_dir: str | Path = "evidence",
               after_batch: BatchHook | None = None, progress: Progress | None = None) -> EraseOutcome:
     """Erase as ``outcome``'s preview says (unless blocked), prove it and write the receipt: into
     ``run_dir`` when given (the notebook's run folder, sealed by the runner), else into a new sealed
     folder under ``evidence_dir``."""
+    if run_dir is not None and outcome.plan is not None:
+        taken = folder_taken(conn, params, Path(run_dir))
+        if taken:
+            outcome.plan.refused.append(taken)
     if outcome.blocked or outcome.plan is None:
         return outcome
     started = time.time()

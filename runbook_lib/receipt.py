@@ -32,6 +32,7 @@ from .model import qualname
 from .params import Parameters
 
 SALT_ENV = "RUNBOOK_ERASE_SALT"
+RECEIPT = "receipt.json"
 
 
 class KeyHasher:
@@ -204,7 +205,7 @@ def write(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters,
     keyed = keyed or KeyedPlan(erasure.plan, params)
     data = receipt_data(erasure, proof, params, server, started, keyed.hasher, keyed.key_hashes)
     action = "deleted" if erasure.orphans_deleted else "reported"
-    _private_write(folder / "receipt.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    _private_write(folder / RECEIPT, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     _private_write(folder / "receipt.md", _markdown(data))
     _private_write(folder / "receipt.html", _html(data))
     _private_write(folder / "orphans.csv", orphans_csv(erasure.orphans, action))

@@ -130,3 +130,28 @@ def test_a_role_that_cannot_write_the_history_is_refused_before_anything_is_dele
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_run_folder_takes_one_erasure_and_no_folder_of_another_recorded_run(db: Any, tmp_path: Path) -> None:
+    """A notebook opened by hand may continue in a folder that already holds a run: its receipt and its
+    history row are never overwritten or doubled, and nothing is deleted for the refused erasure."""
+    _dsn, conn = db
+    light(conn)
+    folder = tmp_path / "by-hand"
+    folder.mkdir()
+    first = carry_out(conn, params(), preview_user(conn, params(), "7"), run_dir=folder)
+    assert first.ok and first.erasure is not None
+    receipt_before = (folder / "receipt.json").read_bytes()
+    before = keys(conn)
+    second = carry_out(conn, params(), preview_user(conn, params(), "8"), run_dir=folder)
+    assert second.erasure is None and not second.ok
+    assert second.blocked[-1].startswith("run folder by-hand already holds a run recorded in the history")
+    assert keys(conn) == before and (folder / "receipt.json").read_bytes() == receipt_before
+    # A folder whose name the history knows (an apply made there) is refused the same way.
+    applied = tmp_path / "applied-here"
+    applied.mkdir()
+    history.record_start(conn, "cascade_runbook", run_id=applied.name, kind="apply", parent="public.users",
+                         hashes={"plan.json": "a", "snapshot_before.json": "b"})
+    third = carry_out(conn, params(), preview_user(conn, params(), "8"), run_dir=applied)
+    assert third.erasure is None and keys(conn) == before
+    assert len(erase_rows(conn)) == 1

@@ -109,15 +109,21 @@ def read_ids(user_id: str | None, ids_file: str | None) -> list[str]:
     return ids
 
 
-def checked_preview(conn: psycopg.Connection[Any], params: Parameters, user_id: str) -> Preview:
-    """The preview, or a one-line error for an id that is malformed or names no user."""
+def checked_preview(conn: psycopg.Connection[Any], params: Parameters, user_id: str, *,
+                    hide_key: bool = False) -> Preview:
+    """The preview, or a one-line error for an id that is malformed or names no user. ``hide_key``:
+    the error does not name the key (it would land in the notebook, with ``erase.hash_keys``); the
+    command line names it, on the operator's own terminal."""
+    shown = "the user (key hidden: erase.hash_keys)" if hide_key else f"user id {user_id!r}"
     try:
         found = take_preview(conn, _parent(params), user_id,
                              timeouts=Timeouts(statement=params.statement_timeout, lock=params.lock_timeout))
     except (psycopg.errors.DataError, psycopg.errors.UndefinedTable) as exc:
-        raise ParameterError(f"user id {user_id!r}: {exc.diag.message_primary}") from None
+        # The server's message quotes the value: not when the key is to stay hidden.
+        why = "the key does not fit the parent's key columns" if hide_key else exc.diag.message_primary
+        raise ParameterError(f"{shown}: {why}") from None
     if not found.found:
-        raise ParameterError(f"user id {user_id!r}: no row of {qualname(_parent(params))} has this key")
+        raise ParameterError(f"{shown}: no row of {qualname(_parent(params))} has this key")
     return found
 
 
@@ -130,7 +136,7 @@ def validate_ids(conn: psycopg.Connection[Any], params: Parameters, ids: Sequenc
 def preview_user(conn: psycopg.Connection[Any], params: Parameters, user_id: str) -> EraseOutcome:
     """Preflight, preview and the orphans to be: reads only."""
     outcome = EraseOutcome(user_id, plan_check(conn, params), hide_key=bool(params.erase["hash_keys"]))
-    found = checked_preview(conn, params, user_id)
+    found = checked_preview(conn, params, user_id, hide_key=bool(params.erase["hash_keys"]))
     outcome.plan = make_erase_plan(found, params)
     problem = history.cannot_record(conn, params.history_schema)
     if problem:

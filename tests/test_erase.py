@@ -304,3 +304,18 @@ def test_an_expert_on_the_qa_demo_leaves_media_for_the_clean_up_job(make_db: Any
     assert done.evidence is not None
     listed = (done.evidence / "orphans.csv").read_text()
     assert all(media[m] in listed for m in expected[expert])
+
+
+@pytest.mark.parametrize("bad", ["no-such-key-4711", "99999999"])
+def test_with_hashed_keys_a_bad_key_is_refused_without_being_named(db: Any, bad: str) -> None:
+    """The notebook's error would be kept in the evidence: it must not quote the key."""
+    from runbook_lib.errors import ParameterError
+    from runbook_lib.erase_run import preview_user
+
+    _dsn, conn = db
+    with pytest.raises(ParameterError) as hidden:
+        preview_user(conn, params(hash_keys=True), bad)
+    assert bad not in str(hidden.value) and "key hidden" in str(hidden.value)
+    with pytest.raises(ParameterError) as named:
+        preview_user(conn, params(), bad)
+    assert bad in str(named.value)

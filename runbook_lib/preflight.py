@@ -89,12 +89,15 @@ def _owns(conn: Any, table: tuple[str, str]) -> bool:
 def _activity_checks(conn: Any, affected: list[tuple[str, str]], lock_timeout: float) -> list[Check]:
     checks = []
     long_tx = conn.execute(
-        "SELECT pid, usename, state, extract(epoch FROM now() - xact_start)::int, left(query, 80) "
+        # Not the statement's text: it may carry literal values (a password, a user's data) into
+        # the evidence. The application's name says who holds the transaction.
+        "SELECT pid, usename, state, extract(epoch FROM now() - xact_start)::int, left(application_name, 40) "
         "FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() "
         "AND backend_type = 'client backend' AND now() - xact_start > interval '1 minute' "
         "ORDER BY xact_start").fetchall()
     if long_tx:
-        listed = "; ".join(f"pid {p} ({u}, {s}, {sec}s): {q}" for p, u, s, sec, q in long_tx[:5])
+        listed = "; ".join(f"pid {p} ({u}, {s}, {sec}s, application {a or 'unnamed'})"
+                           for p, u, s, sec, a in long_tx[:5])
         checks.append(Check("long transactions", "warn",
                             f"{len(long_tx)} transaction(s) open for over a minute; each swap waits at most "
                             f"lock_timeout then retries: {listed}"))

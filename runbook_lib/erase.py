@@ -220,8 +220,8 @@ def settle(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters) 
 
     The batches leave dead index entries behind until vacuum; the final cascade would visit every one
     of them inside its transaction. An index scan in a short read-only transaction of its own visits
-    them first and marks them dead, so the final transaction stays small. Returns the live rows found
-    (0 unless someone added rows meanwhile, which the final proof then reports).
+    them first and marks them dead, so the final transaction stays small. Returns the live rows found:
+    0 unless someone added rows meanwhile (logged here; the final transaction's check then rolls back).
     """
     preview = erasure.plan.preview
     found = 0
@@ -239,21 +239,26 @@ def settle(conn: psycopg.Connection[Any], erasure: Erasure, params: Parameters) 
                     row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
                         sql.Identifier(*fk.child), cond), values).fetchone()
                 found += int(row[0]) if row else 0
-        _analyze(conn, batched.table)
+        _analyze(conn, batched.table, params)
     return found
 
 
-def _analyze(conn: psycopg.Connection[Any], table: TableKey) -> None:
+def _analyze(conn: psycopg.Connection[Any], table: TableKey, params: Parameters) -> None:
     """Fresh statistics, so that the final cascade plans its lookups for the few rows left.
 
-    ANALYZE takes SHARE UPDATE EXCLUSIVE (no reader or writer waits); a role that may not analyze
-    the table just leaves the old statistics.
+    ANALYZE takes SHARE UPDATE EXCLUSIVE (no reader or writer waits), but waits itself for a VACUUM,
+    VALIDATE or index build holding the same lock: it runs under the erasure's lock and statement
+    timeouts. A role that may not analyze the table, or a lock not had in time, just leaves the old
+    statistics.
     """
     try:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*table)))
-    except psycopg.errors.InsufficientPrivilege:
-        logger.info("erase: may not ANALYZE %s; the final transaction plans with the old statistics",
-                    qualname(table))
+        with conn.transaction():
+            _limit(conn, params)
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*table)))
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable,
+            psycopg.errors.QueryCanceled) as exc:
+        logger.info("erase: ANALYZE %s not done (%s); the final transaction plans with the old statistics",
+                    qualname(table), type(exc).__name__)
 
 
 def _delete_orphans(conn: psycopg.Connection[Any], preview: Preview, found: Sequence[OrphanRow]) -> bool:
@@ -265,7 +270,7 @@ def _delete_orphans(conn: psycopg.Connection[Any], preview: Preview, found: Sequ
         with conn.transaction():
             for (table, columns), keys in sorted(groups.items()):
                 cond, values = key_match(preview, table, None, columns, keys)
-                conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(*table), cond), values)
+                conn.execute(sql.SQL("DELETE FROM ONLY {} WHERE {}").format(sql.Identifier(*table), cond), values)
     except psycopg.errors.IntegrityError as exc:
         logger.warning("erase: orphans kept: %s", exc.diag.message_primary)
         return False
@@ -314,7 +319,7 @@ def _final_once(conn: psycopg.Connection[Any], erasure: Erasure,
         conn.execute("SELECT pg_catalog.set_config('enable_seqscan', 'off', true)")
         before = _stats(conn)
         cond, values = key_match(preview, preview.parent, None, key_cols, [tuple(preview.user_key[c] for c in key_cols)])
-        conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(*preview.parent), cond), values)
+        conn.execute(sql.SQL("DELETE FROM ONLY {} WHERE {}").format(sql.Identifier(*preview.parent), cond), values)
         found = _final_orphans(conn, preview, params)
         deleted_orphans = bool(found) and params.erase["orphans"] == "delete" and _delete_orphans(conn, preview, found)
         tx = _record("final", qualname(preview.parent), 1, started, before, _stats(conn))
@@ -367,7 +372,10 @@ def erase(conn: psycopg.Connection[Any], plan: ErasePlan, params: Parameters, *,
             for statement in history.create_statements(record.schema):
                 conn.execute(statement)
         run_batches(conn, erasure, params, after_batch, progress)
-        settle(conn, erasure, params)
+        late = settle(conn, erasure, params)
+        if late:
+            logger.warning("erase: %d row(s) of the deleted rows' children appeared since the preview; the final "
+                           "transaction will not match it", late)
         run_final(conn, erasure, params, progress)
     except EraseError as exc:
         erasure.failure = str(exc)

@@ -16,18 +16,12 @@ from . import connect as connect_mod
 from . import run_folder
 from .catalog import Snapshot
 from .errors import StepFailed
-from .evidence import private_dir
+from .evidence import private_dir, write_json
 from .params import Parameters, validate
 
 RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
 _LABEL = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED"}
 _STATUS_WORD = re.compile(r"^(PASS|FAIL|SKIPPED|skipped):\s*")
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 @dataclass

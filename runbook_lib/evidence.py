@@ -62,6 +62,22 @@ def file_hashes(run_dir: Path) -> dict[str, dict[str, Any]]:
     return _walk(run_dir)[0]
 
 
+def signature_valid(manifest: dict[str, Any]) -> bool | None:
+    """Whether ``manifest`` carries a valid HMAC under ``RUNBOOK_EVIDENCE_KEY`` (None: no key is set)."""
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        return None
+    expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, str(manifest.get("manifest_hmac", "")))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, written whole or not at all (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def private_dir(path: Path, *, exist_ok: bool = True) -> Path:
     """Make ``path`` (and missing parents) readable by its owner only, whatever the umask says."""
     missing = [p for p in (path, *path.parents) if not p.exists()]
@@ -114,11 +130,8 @@ def verify_evidence(run_dir: Path) -> list[str]:
     problems = []
     if hashlib.sha256(canonical(manifest)).hexdigest() != manifest.get("manifest_sha256"):
         problems.append(f"{MANIFEST}: edited (its content does not match its own sha256)")
-    key = os.environ.get(KEY_ENV)
-    if key:
-        expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, str(manifest.get("manifest_hmac", ""))):
-            problems.append(f"{MANIFEST}: HMAC signature missing or wrong for the key in {KEY_ENV}")
+    if signature_valid(manifest) is False:
+        problems.append(f"{MANIFEST}: HMAC signature missing or wrong for the key in {KEY_ENV}")
     if path.is_symlink():
         return [f"{MANIFEST}: a symbolic link (refused)"]
     recorded: dict[str, Any] = manifest.get("files", {})

@@ -26,7 +26,7 @@ from . import history
 from .erase import Erasure, expected_counts
 from .erase_plan import ErasePlan, OrphanRow
 from .erase_proof import EraseProof
-from .evidence import new_run_id, write_manifest
+from .evidence import new_run_id, private_dir, write_manifest
 from .markup import html_text, md_text
 from .model import qualname
 from .params import Parameters
@@ -53,20 +53,16 @@ class KeyHasher:
         return hashlib.sha256(data).hexdigest()
 
 
-def _private_write(path: Path, text: str) -> None:
+def _private_write(path: Path, content: str | bytes) -> None:
+    data = content.encode("utf-8") if isinstance(content, str) else content
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     os.chmod(path, 0o600)
 
 
 def new_folder(evidence_dir: str | os.PathLike[str]) -> Path:
-    base = Path(evidence_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    folder = base.resolve() / new_run_id("-erase")
-    folder.mkdir(mode=0o700)
-    os.chmod(folder, 0o700)
-    return folder
+    return private_dir(Path(evidence_dir).resolve() / new_run_id("-erase"), exist_ok=False)
 
 
 def orphans_csv(rows: Iterable[OrphanRow], action: str) -> str:
@@ -209,9 +205,7 @@ def write(folder: Path, erasure: Erasure, proof: EraseProof, params: Parameters,
     _private_write(folder / "receipt.md", _markdown(data))
     _private_write(folder / "receipt.html", _html(data))
     _private_write(folder / "orphans.csv", orphans_csv(erasure.orphans, action))
-    fd = os.open(folder / DELETED_KEYS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(deleted_keys_gz(keyed.key_hashes))
+    _private_write(folder / DELETED_KEYS, deleted_keys_gz(keyed.key_hashes))
     return data
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from . import logger
 from .backup import sha256_file
 from .errors import RunbookError
+from .evidence import write_json
 from .markup import safe_name
 from .params import Parameters
 
@@ -100,12 +101,6 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def recorded(run_dir: Path) -> Identity | None:
     data = _read(run_dir / IDENTITY)
     if data is None:
@@ -118,7 +113,7 @@ def establish(run_dir: Path, ident: Identity, parameters: dict[str, Any]) -> Non
     claimed for another server, database or parent table, or with other folder parameters, is refused."""
     have = recorded(run_dir)
     if have is None:
-        _write(run_dir / IDENTITY, {**asdict(ident), "parameters": parameters, "files": {},
+        write_json(run_dir / IDENTITY, {**asdict(ident), "parameters": parameters, "files": {},
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return
     if have != ident:
@@ -137,7 +132,7 @@ def record_write(run_dir: Path, name: str) -> None:
     if data is None:
         return
     data.setdefault("files", {})[name] = sha256_file(run_dir / name)
-    _write(path, data)
+    write_json(path, data)
 
 
 def check_read(run_dir: Path, name: str, parameters: dict[str, Any] | None) -> None:
@@ -223,7 +218,7 @@ def interactive_folder(base: Path, ident: Identity, parameters: dict[str, Any]) 
         folder = base / f"{folder_name(ident)}-{suffix}"
     folder.mkdir(parents=True)
     establish(folder, ident, parameters)
-    _write(base / CURRENT, {"run_dir": folder.name})
+    write_json(base / CURRENT, {"run_dir": folder.name})
     if current is not None:
         # Same database and parent table, other parameters: the DBA must see that the earlier steps'
         # files stay behind (a warning shows in the notebook under the set-up cell).

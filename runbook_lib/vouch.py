@@ -9,7 +9,6 @@ counts and key digests. ``require_trusted`` refuses a folder that has neither, a
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from . import history, render
 from .catalog import Snapshot
 from .context import RunContext
 from .errors import EvidenceError, VerificationFailed
-from .evidence import KEY_ENV, MANIFEST, canonical, verify_evidence
+from .evidence import KEY_ENV, MANIFEST, canonical, signature_valid, verify_evidence
 from .plan import Plan, make_plan
 
 
@@ -47,15 +46,13 @@ class Trust:
 
 
 def signed(run_dir: Path) -> bool | None:
-    key = os.environ.get(KEY_ENV)
-    if not key:
+    if not os.environ.get(KEY_ENV):
         return None
     try:
         manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    expected = hmac.new(key.encode(), canonical(manifest), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, str(manifest.get("manifest_hmac", "")))
+    return bool(isinstance(manifest, dict) and signature_valid(manifest))
 
 
 def _erasure_vouched(entry: history.Entry, schema: str, run_dir: Path) -> tuple[bool, str]:

@@ -78,9 +78,9 @@ class Erasure:
     started_at: float = 0.0
     finished_at: float = 0.0
 
-    expected: tuple[dict[str, int], dict[str, int]] = field(default_factory=lambda: ({}, {}))
+    expected: tuple[dict[str, int], dict[str, int]] = field(init=False)
     # rows a SET NULL reaches that the cascade also deletes: updated first or not, by trigger order
-    maybe_updated: dict[str, int] = field(default_factory=dict)
+    maybe_updated: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         # Counted once, outside every transaction (a heavy user's preview holds many rows).
